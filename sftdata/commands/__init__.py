@@ -1,0 +1,1 @@
+"""One Click command per module; each is a thin wrapper: read -> check -> op -> write."""

@@ -1,0 +1,66 @@
+"""Typed errors. The CLI turns them into ``Error: ...`` lines and exit codes (DESIGN.md)."""
+
+from __future__ import annotations
+
+
+class SftError(Exception):
+    """Base class; ``exit_code`` is what the CLI exits with."""
+
+    exit_code = 1
+
+
+class DataError(SftError):
+    """Bad input data: names where (file, line or row, field) and how to fix it."""
+
+    exit_code = 1
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        line: int | None = None,
+        row: int | None = None,
+        field: str | None = None,
+        fix: str | None = None,
+    ) -> None:
+        self.message = message
+        self.file = file
+        self.line = line
+        self.row = row
+        self.field = field
+        self.fix = fix
+        super().__init__(str(self))
+
+    def where(self) -> str:
+        parts = []
+        if self.file:
+            parts.append(self.file)
+        if self.line is not None:
+            parts.append(f"line {self.line}")
+        elif self.row is not None:
+            parts.append(f"row {self.row}")
+        return ", ".join(parts)
+
+    def __str__(self) -> str:
+        text = self.message
+        if self.field:
+            text = f"field '{self.field}': {text}"
+        where = self.where()
+        if where:
+            text = f"{where}: {text}"
+        if self.fix:
+            text = f"{text}. Fix: {self.fix}"
+        return text
+
+
+class CheckFailed(SftError):
+    """A gate failed (contract, leakcheck, gold verify/score); the report has already been printed."""
+
+    exit_code = 1
+
+
+class UsageProblem(SftError):
+    """Bad flags or flag combinations discovered inside an op."""
+
+    exit_code = 2

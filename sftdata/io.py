@@ -1,0 +1,412 @@
+"""Reading and writing record tables: JSONL, JSON arrays, Parquet, Arrow IPC and CSV.
+
+``-`` (or no path) means stdin/stdout. Input formats are sniffed from magic bytes, then the
+extension, then the first non-blank character. Writes to files are atomic (temporary file beside
+the target, then rename). Large JSONL inputs are read in byte batches so memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import polars as pl
+
+from .errors import DataError, UsageProblem
+
+STDIO = "-"
+OUTPUT_FORMATS = ("jsonl", "parquet", "arrow")
+INPUT_FORMATS = ("jsonl", "json", "parquet", "arrow", "csv", "tsv", "conll")
+BATCH_BYTES = 32 * 1024 * 1024  # JSONL batch size: bounded memory, still big enough to be fast
+
+_EXTENSIONS = {
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "json",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".arrow": "arrow",
+    ".arrows": "arrow",
+    ".ipc": "arrow",
+    ".feather": "arrow",
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".conll": "conll",
+}
+
+
+def display_name(path: str | os.PathLike | None) -> str:
+    return "<stdin>" if path in (None, STDIO) else str(path)
+
+
+# --------------------------------------------------------------------------- input
+
+
+@dataclass
+class Source:
+    """An opened input: its display name, format, and a way to get its bytes."""
+
+    name: str
+    fmt: str
+    path: Path | None  # None for stdin (then ``data`` holds everything read)
+    data: bytes | None = None
+
+    def open(self) -> IO[bytes]:
+        if self.path is None:
+            return io.BytesIO(self.data or b"")
+        return open(self.path, "rb")
+
+    def read_bytes(self) -> bytes:
+        if self.path is None:
+            return self.data or b""
+        return self.path.read_bytes()
+
+
+def open_source(path: str | os.PathLike | None, fmt: str | None = None) -> Source:
+    """Open ``path`` (or stdin) and decide its format; stdin is read fully (it cannot be re-read)."""
+    name = display_name(path)
+    if path in (None, STDIO):
+        if sys.stdin is None:
+            data = b""
+        else:
+            stream = getattr(sys.stdin, "buffer", sys.stdin)
+            data = stream.read()
+            if isinstance(data, str):
+                data = data.encode("utf-8")
+        return Source(name, fmt or sniff_format(None, data[:4096]), None, data)
+    p = Path(path)
+    if not p.exists():
+        raise UsageProblem(f"{name}: no such file")
+    if p.is_dir():
+        raise UsageProblem(f"{name}: is a directory, expected a file")
+    with open(p, "rb") as fh:
+        head = fh.read(4096)
+    return Source(name, fmt or sniff_format(p, head), p)
+
+
+def sniff_format(path: Path | None, head: bytes) -> str:
+    if head.startswith(b"PAR1"):
+        return "parquet"
+    if head.startswith(b"ARROW1") or head.startswith(b"\xff\xff\xff\xff"):
+        return "arrow"
+    ext = _EXTENSIONS.get(path.suffix.lower()) if path is not None else None
+    if ext in ("csv", "tsv", "conll", "parquet", "arrow"):
+        return ext
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if text.startswith(b"["):
+        return "json"
+    if text.startswith(b"{"):
+        # One object per line is JSONL; a single pretty-printed object is handled as JSON.
+        first_line = text.split(b"\n", 1)[0].strip()
+        if ext == "json" and not _is_complete_json(first_line):
+            return "json"
+        return "jsonl"
+    if ext:
+        return ext
+    if not text:
+        return "jsonl"
+    if path is not None and path.suffix.lower() == ".txt":
+        return "conll"
+    return "csv"
+
+
+def _is_complete_json(line: bytes) -> bool:
+    try:
+        json.loads(line)
+    except ValueError:
+        return False
+    return True
+
+
+def iter_lines(source: Source) -> Iterator[tuple[int, bytes]]:
+    """(1-based line number, raw line bytes) for every non-blank line."""
+    with source.open() as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            if raw.strip():
+                yield lineno, raw
+
+
+def iter_jsonl_chunks(source: Source, batch_bytes: int = BATCH_BYTES) -> Iterator[tuple[int, bytes]]:
+    """Byte chunks of whole lines, each with the line number of its first line."""
+    with source.open() as fh:
+        lineno = 1
+        carry = b""
+        while True:
+            block = fh.read(batch_bytes)
+            if not block:
+                break
+            block = carry + block
+            cut = block.rfind(b"\n")
+            if cut < 0:
+                carry = block
+                continue
+            chunk, carry = block[: cut + 1], block[cut + 1 :]
+            yield lineno, chunk
+            lineno += chunk.count(b"\n")
+        if carry.strip():
+            yield lineno, carry
+
+
+def parse_json_line(raw: bytes, name: str, lineno: int) -> Any:
+    """json.loads with the error policy's message: file, line and what to do."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"invalid UTF-8 at byte {exc.start}",
+            file=name,
+            line=lineno,
+            fix="re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)",
+        ) from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(
+            f"broken JSON ({exc.msg} at column {exc.colno})",
+            file=name,
+            line=lineno,
+            fix="repair or remove the line, or pass --rejects FILE to skip bad rows",
+        ) from None
+
+
+def locate_bad_line(chunk: bytes, first_line: int, name: str) -> DataError:
+    """Find the first line of a chunk Polars refused and describe it."""
+    for offset, raw in enumerate(chunk.split(b"\n")):
+        if not raw.strip():
+            continue
+        try:
+            obj = parse_json_line(raw, name, first_line + offset)
+        except DataError as exc:
+            return exc
+        if not isinstance(obj, dict):
+            return DataError(
+                f"expected a JSON object, got {type(obj).__name__}",
+                file=name,
+                line=first_line + offset,
+                fix="each line must be one JSON object",
+            )
+    return DataError("could not parse JSONL", file=name, fix="check the file is JSON Lines")
+
+
+def read_json_array(source: Source) -> list[Any]:
+    data = source.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise DataError(
+            f"invalid UTF-8 at byte {exc.start}", file=source.name, line=line,
+            fix="re-encode the file as UTF-8",
+        ) from None
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(
+            f"broken JSON ({exc.msg} at column {exc.colno})", file=source.name, line=exc.lineno,
+            fix="repair the JSON (a JSON array of objects, or one object per line as JSONL)",
+        ) from None
+    return obj if isinstance(obj, list) else [obj]
+
+
+def read_table(source: Source, schema_overrides: dict[str, pl.DataType] | None = None) -> pl.DataFrame:
+    """Any supported input as one DataFrame (JSONL in batches to bound memory)."""
+    fmt = source.fmt
+    if fmt == "parquet":
+        if source.path is not None:
+            return pl.read_parquet(source.path)
+        return pl.read_parquet(io.BytesIO(source.data or b""))
+    if fmt == "arrow":
+        data = source.read_bytes()
+        if data.startswith(b"ARROW1"):
+            return pl.read_ipc(io.BytesIO(data), memory_map=False)
+        return pl.read_ipc_stream(io.BytesIO(data))
+    if fmt in ("csv", "tsv"):
+        sep = "\t" if fmt == "tsv" else ","
+        try:
+            return pl.read_csv(source.open(), separator=sep, infer_schema=False)
+        except pl.exceptions.ComputeError as exc:
+            raise DataError(f"unreadable CSV ({exc})", file=source.name) from None
+    if fmt == "json":
+        rows = read_json_array(source)
+        for i, row in enumerate(rows):
+            if not isinstance(row, dict):
+                raise DataError(
+                    f"expected a JSON object, got {type(row).__name__}", file=source.name, row=i,
+                    fix="the array must hold objects",
+                )
+        if not rows:
+            return pl.DataFrame()
+        return pl.DataFrame(rows, schema_overrides=schema_overrides, infer_schema_length=None)
+    if fmt == "jsonl":
+        frames = [
+            frame for _, frame in iter_jsonl_frames(source, schema_overrides=schema_overrides)
+        ]
+        if not frames:
+            return pl.DataFrame()
+        return pl.concat(frames, how="diagonal_relaxed")
+    raise UsageProblem(f"{source.name}: cannot read format {fmt!r} as a table")
+
+
+def iter_jsonl_frames(
+    source: Source,
+    batch_bytes: int = BATCH_BYTES,
+    schema_overrides: dict[str, pl.DataType] | None = None,
+) -> Iterator[tuple[int, pl.DataFrame]]:
+    """JSONL as DataFrames of bounded size, each with the line number of its first line."""
+    for first_line, chunk in iter_jsonl_chunks(source, batch_bytes):
+        try:
+            frame = pl.read_ndjson(
+                io.BytesIO(chunk), schema_overrides=schema_overrides, infer_schema_length=None
+            )
+        except Exception:  # Polars' error does not say which line; find it ourselves
+            raise locate_bad_line(chunk, first_line, source.name) from None
+        yield first_line, frame
+
+
+def read_records(path: str | os.PathLike | None, fmt: str | None = None) -> pl.DataFrame:
+    """Canonical records from any format, cast to the record schema (extra columns kept)."""
+    from .schema import RECORD_SCHEMA, conform
+
+    source = open_source(path, fmt)
+    overrides = {k: v for k, v in RECORD_SCHEMA.items()}
+    df = read_table(source, schema_overrides=overrides if source.fmt in ("jsonl", "json") else None)
+    if df.width == 0:
+        from .schema import empty_frame
+
+        return empty_frame()
+    missing = [c for c in ("id", "messages") if c not in df.columns]
+    if missing:
+        raise DataError(
+            f"not a record table: missing column(s) {', '.join(missing)}",
+            file=source.name,
+            fix="run it through `sftdata convert` first",
+        )
+    try:
+        return conform(df)
+    except (TypeError, pl.exceptions.PolarsError) as exc:
+        raise DataError(
+            f"columns do not match the record schema ({exc})", file=source.name,
+            fix="run it through `sftdata convert` first",
+        ) from None
+
+
+# --------------------------------------------------------------------------- output
+
+
+def output_format(path: str | os.PathLike | None, to: str | None) -> str:
+    if to:
+        return to
+    if path in (None, STDIO):
+        return "jsonl"
+    ext = _EXTENSIONS.get(Path(path).suffix.lower())
+    if ext in OUTPUT_FORMATS:
+        return ext
+    if ext == "json":
+        return "jsonl"
+    return "jsonl" if ext is None else _refuse_output(path, ext)
+
+
+def _refuse_output(path: Any, ext: str) -> str:
+    raise UsageProblem(f"{path}: cannot write {ext}; use .jsonl, .parquet or .arrow, or --to")
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
+    """A temporary path beside ``target``, renamed onto it only when the block succeeds."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+class TableWriter:
+    """Writes frames batch by batch to a file (atomically) or stdout.
+
+    All batches must share one schema (the first batch fixes it).
+    """
+
+    def __init__(self, path: str | os.PathLike | None, fmt: str | None = None) -> None:
+        self.path = None if path in (None, STDIO) else Path(path)
+        self.fmt = output_format(path, fmt)
+        if self.fmt not in OUTPUT_FORMATS:
+            raise UsageProblem(f"--to must be one of {', '.join(OUTPUT_FORMATS)}")
+        self.rows = 0
+        self._writer: Any = None
+        self._schema: Any = None
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+            self._fh: IO[bytes] = open(self._tmp, "wb")
+        else:
+            self._fh = sys.stdout.buffer if hasattr(sys.stdout, "buffer") else sys.stdout
+
+    def write(self, df: pl.DataFrame) -> None:
+        self.rows += df.height
+        if self.fmt == "jsonl":
+            if df.height:
+                df.write_ndjson(self._fh)
+            return
+        table = df.to_arrow(compat_level=pl.CompatLevel.oldest())
+        if self._writer is None:
+            self._schema = table.schema
+            if self.fmt == "parquet":
+                import pyarrow.parquet as pq
+
+                self._writer = pq.ParquetWriter(self._fh, table.schema, compression="zstd")
+            else:
+                import pyarrow as pa
+
+                self._writer = pa.ipc.new_stream(self._fh, table.schema)
+        elif table.schema != self._schema:
+            table = table.cast(self._schema)
+        self._writer.write_table(table)
+
+    def close(self, ok: bool = True) -> None:
+        if not ok:
+            self._writer = None  # never finish a file that is about to be thrown away
+        if self._writer is not None:
+            self._writer.close()
+        elif self.fmt != "jsonl" and ok:
+            # An empty table still gets a valid file with the schema of an empty record frame.
+            from .schema import empty_frame
+
+            self.write(empty_frame())
+            self._writer.close()
+        if self.path is None:
+            self._fh.flush()
+            return
+        self._fh.close()
+        if ok:
+            os.replace(self._tmp, self.path)
+        elif self._tmp.exists():
+            self._tmp.unlink()
+
+    def __enter__(self) -> TableWriter:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self.close(ok=exc_type is None)
+
+
+def write_table(df: pl.DataFrame, path: str | os.PathLike | None, fmt: str | None = None) -> int:
+    with TableWriter(path, fmt) as w:
+        w.write(df)
+    return df.height
+
+
+def write_json(obj: Any, path: str | os.PathLike) -> None:
+    """Pretty JSON (reports, manifests, lock files), written atomically, keys in stable order."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False) + "\n")

@@ -1,0 +1,281 @@
+"""The packed-shard format: the one artifact `sfttrain` reads. numpy + pyarrow only.
+
+Layout::
+
+    shards/
+      manifest.json
+      train/00000.arrow  train/00001.arrow ...   (uncompressed Arrow IPC *file* format: mmap-able)
+      val/00000.arrow ...
+
+Each row is one packed sequence, stored without padding (length <= seq_len):
+
+    input_ids   list<int32>   token ids of all documents, concatenated
+    labels      list<int32>   same length; -100 where not trained
+    doc_lens    list<int32>   lengths of the documents inside, in order; sum == len(input_ids)
+    record_ids  list<string>  the record id of each document (lineage: which rows reached training)
+
+Position ids restart at 0 for every document and attention never crosses a document boundary:
+both follow from ``doc_lens`` (see :func:`position_ids` and :func:`cu_seqlens`).
+
+manifest.json (``format_version`` 1)::
+
+    {
+      "format": "sftdata-shards", "format_version": 1, "created_by": "sftdata 0.1.0",
+      "seq_len": 2048, "pad_id": 0, "eos_id": 2, "label_pad": -100,
+      "tokenizer": {"backend": "hf"|"tiktoken", "name": "...", "vocab_size": N,
+                    "vocab_hash": "<sha256 from tokenizer_fingerprint>"},
+      "template": {"name": "...", "hash": "<sha256 of text>", "text": "<template source>"},
+      "packing": {"strategy": "bfd"|"ffd"|"none", "truncation": "...", ...},
+      "input_fingerprint": "<sha256 of the tokenized input>",
+      "splits": {
+        "train": {"files": [{"path": "train/00000.arrow", "rows": N, "sha256": "..."}],
+                  "sequences": N, "documents": N, "tokens": N, "supervised_tokens": N,
+                  "padded_tokens": N, "efficiency": 0.993},
+        ...
+      }
+    }
+
+``efficiency`` = tokens / (sequences * seq_len): the share of a padded batch that is real data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+FORMAT = "sftdata-shards"
+FORMAT_VERSION = 1
+LABEL_PAD = -100
+ROWS_PER_FILE = 8192
+
+SHARD_SCHEMA = pa.schema(
+    [
+        ("input_ids", pa.list_(pa.int32())),
+        ("labels", pa.list_(pa.int32())),
+        ("doc_lens", pa.list_(pa.int32())),
+        ("record_ids", pa.list_(pa.string())),
+    ]
+)
+
+
+class ShardFormatError(ValueError):
+    """A shard directory that is missing, of another version, or inconsistent."""
+
+
+# --------------------------------------------------------------------------- identity
+
+
+def tokenizer_fingerprint(vocab: Mapping[str | bytes, int]) -> str:
+    """sha256 of a tokenizer's vocabulary (token -> id, added/special tokens included).
+
+    Both sides compute it the same way: sftdata from the tokenizer it tokenized with, sfttrain
+    from the model's tokenizer (``tokenizer.get_vocab()``). Byte tokens (tiktoken ranks) are
+    hex-encoded so the JSON is well defined.
+    """
+    items = sorted(
+        ((k.hex() if isinstance(k, bytes) else k), int(v)) for k, v in vocab.items()
+    )
+    blob = json.dumps(items, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return hashlib.sha256(blob).hexdigest()
+
+
+def text_hash(text: str | None) -> str | None:
+    return None if text is None else hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- positions
+
+
+def position_ids(doc_lens: np.ndarray | list[int]) -> np.ndarray:
+    """0..len-1 for each document, concatenated: positions restart at every document."""
+    lens = np.asarray(doc_lens, dtype=np.int64)
+    total = int(lens.sum())
+    starts = np.repeat(np.cumsum(lens) - lens, lens)
+    return (np.arange(total, dtype=np.int64) - starts).astype(np.int64)
+
+
+def cu_seqlens(doc_lens: np.ndarray | list[int]) -> np.ndarray:
+    """Cumulative document boundaries [0, l0, l0+l1, ...] (flash-attention varlen format)."""
+    lens = np.asarray(doc_lens, dtype=np.int32)
+    return np.concatenate([[0], np.cumsum(lens)]).astype(np.int32)
+
+
+# --------------------------------------------------------------------------- writing
+
+
+class ShardWriter:
+    """Appends packed sequences of one split and writes numbered Arrow IPC files."""
+
+    def __init__(self, out_dir: str | os.PathLike, split: str, rows_per_file: int = ROWS_PER_FILE):
+        self.root = Path(out_dir)
+        self.split = split
+        self.rows_per_file = rows_per_file
+        (self.root / split).mkdir(parents=True, exist_ok=True)
+        self.files: list[dict[str, Any]] = []
+        self._buf: dict[str, list[Any]] = {name: [] for name in SHARD_SCHEMA.names}
+        self.sequences = self.documents = self.tokens = self.supervised = 0
+
+    def add(
+        self,
+        input_ids: np.ndarray,
+        labels: np.ndarray,
+        doc_lens: list[int] | np.ndarray,
+        record_ids: list[str],
+    ) -> None:
+        input_ids = np.asarray(input_ids, dtype=np.int32)
+        labels = np.asarray(labels, dtype=np.int32)
+        doc_lens = np.asarray(doc_lens, dtype=np.int32)
+        if input_ids.shape != labels.shape or int(doc_lens.sum()) != input_ids.size:
+            raise ShardFormatError("input_ids, labels and doc_lens disagree in length")
+        if len(record_ids) != doc_lens.size:
+            raise ShardFormatError("one record id per document is required")
+        self._buf["input_ids"].append(input_ids)
+        self._buf["labels"].append(labels)
+        self._buf["doc_lens"].append(doc_lens)
+        self._buf["record_ids"].append(list(record_ids))
+        self.sequences += 1
+        self.documents += int(doc_lens.size)
+        self.tokens += int(input_ids.size)
+        self.supervised += int((labels != LABEL_PAD).sum())
+        if len(self._buf["input_ids"]) >= self.rows_per_file:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._buf["input_ids"]:
+            return
+        columns = [
+            _list_array(self._buf["input_ids"]),
+            _list_array(self._buf["labels"]),
+            _list_array(self._buf["doc_lens"]),
+            pa.array(self._buf["record_ids"], type=pa.list_(pa.string())),
+        ]
+        table = pa.Table.from_arrays(columns, schema=SHARD_SCHEMA)
+        rel = f"{self.split}/{len(self.files):05d}.arrow"
+        path = self.root / rel
+        with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, SHARD_SCHEMA) as writer:
+            writer.write_table(table)
+        self.files.append({"path": rel, "rows": table.num_rows, "sha256": file_sha256(path)})
+        self._buf = {name: [] for name in SHARD_SCHEMA.names}
+
+    def close(self, seq_len: int) -> dict[str, Any]:
+        """Flush and return this split's manifest entry."""
+        self._flush()
+        capacity = self.sequences * seq_len
+        return {
+            "files": self.files,
+            "sequences": self.sequences,
+            "documents": self.documents,
+            "tokens": self.tokens,
+            "supervised_tokens": self.supervised,
+            "padded_tokens": capacity - self.tokens,
+            "efficiency": round(self.tokens / capacity, 6) if capacity else 0.0,
+        }
+
+
+def _list_array(arrays: list[np.ndarray]) -> pa.ListArray:
+    lengths = np.fromiter((a.size for a in arrays), dtype=np.int32, count=len(arrays))
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    values = np.concatenate(arrays) if arrays else np.zeros(0, dtype=np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values.astype(np.int32)))
+
+
+def write_manifest(out_dir: str | os.PathLike, manifest: dict[str, Any]) -> Path:
+    manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, **manifest}
+    path = Path(out_dir) / "manifest.json"
+    tmp = path.with_name(".manifest.json.tmp")
+    tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_manifest(shard_dir: str | os.PathLike) -> dict[str, Any]:
+    path = Path(shard_dir) / "manifest.json"
+    if not path.is_file():
+        raise ShardFormatError(f"{shard_dir}: no manifest.json; is this a `sftdata pack` output?")
+    manifest = json.loads(path.read_text())
+    if manifest.get("format") != FORMAT:
+        raise ShardFormatError(f"{path}: not an sftdata shard manifest")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise ShardFormatError(
+            f"{path}: shard format version {manifest.get('format_version')} is not supported "
+            f"(this reader knows version {FORMAT_VERSION}); re-run `sftdata pack`"
+        )
+    return manifest
+
+
+class ShardReader:
+    """Random access to the packed sequences of one split, memory-mapped.
+
+    ``reader[i]`` -> {"input_ids": int64 array, "labels": int64 array, "doc_lens": int64 array,
+    "record_ids": list[str]}.
+    """
+
+    def __init__(self, shard_dir: str | os.PathLike, split: str = "train", verify: bool = False):
+        self.root = Path(shard_dir)
+        self.manifest = read_manifest(self.root)
+        if split not in self.manifest["splits"]:
+            raise ShardFormatError(
+                f"{shard_dir}: no split {split!r} (have: {', '.join(self.manifest['splits'])})"
+            )
+        self.split = split
+        self.seq_len = int(self.manifest["seq_len"])
+        self._tables: list[pa.Table] = []
+        for entry in self.manifest["splits"][split]["files"]:
+            path = self.root / entry["path"]
+            if verify and file_sha256(path) != entry["sha256"]:
+                raise ShardFormatError(f"{path}: checksum differs from the manifest")
+            source = pa.memory_map(str(path), "r")
+            self._tables.append(pa.ipc.open_file(source).read_all())
+        self._starts = np.cumsum([0] + [t.num_rows for t in self._tables])
+
+    def __len__(self) -> int:
+        return int(self._starts[-1])
+
+    def lengths(self) -> np.ndarray:
+        """Token count of every sequence (for batching and memory planning)."""
+        out = [
+            np.diff(t.column("input_ids").combine_chunks().offsets.to_numpy())
+            for t in self._tables
+        ]
+        return np.concatenate(out).astype(np.int64) if out else np.zeros(0, dtype=np.int64)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        t = int(np.searchsorted(self._starts, index, side="right") - 1)
+        row = index - int(self._starts[t])
+        table = self._tables[t]
+
+        def ints(name: str) -> np.ndarray:
+            return table.column(name)[row].values.to_numpy(zero_copy_only=False).astype(np.int64)
+
+        return {
+            "input_ids": ints("input_ids"),
+            "labels": ints("labels"),
+            "doc_lens": ints("doc_lens"),
+            "record_ids": table.column("record_ids")[row].as_py(),
+        }
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for i in range(len(self)):
+            yield self[i]

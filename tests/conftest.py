@@ -1,0 +1,27 @@
+"""Shared test helpers: where the real data lives, small record builders."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "fixtures"
+REALDATA = Path(os.environ.get("SFT_REALDATA", ROOT.parent / "shared" / "realdata"))
+
+
+@pytest.fixture
+def realdata() -> Path:
+    """The shared real-data folder; tests that use it skip cleanly when it is absent."""
+    if not REALDATA.is_dir():
+        pytest.skip(f"real data not found at {REALDATA}")
+    return REALDATA
+
+
+def chat(*turns: str, **fields) -> dict:
+    """A record from alternating user/assistant texts: chat("hi", "hello")."""
+    roles = ["user", "assistant"]
+    messages = [{"role": roles[i % 2], "content": t} for i, t in enumerate(turns)]
+    return {"messages": messages, **fields}
