@@ -8,6 +8,8 @@ the target, then rename). Large JSONL inputs are read in byte batches so memory 
 from __future__ import annotations
 
 import contextlib
+import errno
+import functools
 import io
 import json
 import os
@@ -108,6 +110,10 @@ def sniff_format(path: Path | None, head: bytes) -> str:
         if ext == "json" and not _is_complete_json(first_line):
             return "json"
         return "jsonl"
+    if text.startswith(b'"'):
+        return "jsonl"  # one JSON string per line (a prompt list)
+    if text.startswith(b"-DOCSTART-"):
+        return "conll"
     if ext:
         return ext
     if not text:
@@ -270,6 +276,162 @@ def iter_jsonl_frames(
         yield first_line, frame
 
 
+@dataclass
+class RawRow:
+    """One source row before conversion, with where it came from and its original text."""
+
+    value: Any
+    line: int | None = None  # 1-based line in the file (JSONL, CoNLL)
+    row: int | None = None  # 1-based item number (JSON arrays, tables)
+    raw: bytes | None = None  # the original bytes, when the row came from a line
+    error: DataError | None = None  # the row could not even be parsed
+
+    def original_text(self) -> str:
+        if self.raw is not None:
+            return self.raw.decode("utf-8", errors="replace").rstrip("\r\n")
+        try:
+            return json.dumps(self.value, ensure_ascii=False, default=str)
+        except (TypeError, ValueError):
+            return repr(self.value)
+
+
+@dataclass
+class InputBatch:
+    """A slice of an input: its rows on demand and, when Polars could read it, a frame."""
+
+    frame: pl.DataFrame | None
+    first: RawRow | None  # the batch's first row, cheap to get (for format detection)
+    _rows: Any  # a zero-argument callable returning list[RawRow]
+
+    def rows(self) -> list[RawRow]:
+        return self._rows()
+
+
+BATCH_ROWS = 50_000
+
+
+def iter_input_batches(
+    source: Source, batch_bytes: int = BATCH_BYTES, batch_rows: int = BATCH_ROWS
+) -> Iterator[InputBatch]:
+    """Any input as bounded batches of rows; JSONL and tables also come as frames."""
+    fmt = source.fmt
+    if fmt == "jsonl":
+        yield from _jsonl_batches(source, batch_bytes)
+    elif fmt == "json":
+        items = read_json_array(source)
+        for start in range(0, len(items), batch_rows):
+            rows = [RawRow(v, row=start + i + 1) for i, v in enumerate(items[start : start + batch_rows])]
+            yield InputBatch(None, rows[0], lambda rows=rows: rows)
+    elif fmt == "conll":
+        rows = list(iter_conll_rows(source))
+        for start in range(0, len(rows), batch_rows):
+            part = rows[start : start + batch_rows]
+            yield InputBatch(None, part[0], lambda part=part: part)
+    elif fmt == "parquet" and source.path is not None:
+        import pyarrow.parquet as pq
+
+        done = 0
+        for rb in pq.ParquetFile(source.path).iter_batches(batch_size=batch_rows):
+            frame = pl.from_arrow(rb)
+            yield _frame_batch(frame, done)
+            done += frame.height
+    else:
+        table = read_table(source)
+        for start in range(0, table.height, batch_rows):
+            yield _frame_batch(table.slice(start, batch_rows), start)
+
+
+def _frame_batch(frame: pl.DataFrame, done: int) -> InputBatch:
+    def rows() -> list[RawRow]:
+        return [RawRow(r, row=done + i + 1) for i, r in enumerate(frame.iter_rows(named=True))]
+
+    first = RawRow(frame.row(0, named=True), row=done + 1) if frame.height else None
+    return InputBatch(frame, first, rows)
+
+
+def _jsonl_batches(source: Source, batch_bytes: int) -> Iterator[InputBatch]:
+    for first_line, chunk in iter_jsonl_chunks(source, batch_bytes):
+        try:
+            frame = pl.read_ndjson(io.BytesIO(chunk), infer_schema_length=None)
+        except Exception:  # broken JSON, bad UTF-8, a non-object line: the row path says which
+            frame = None
+        rows = functools.partial(_jsonl_rows, chunk, first_line, source.name)
+        first = next(iter(_jsonl_rows(chunk, first_line, source.name, limit=1)), None)
+        if first is not None:
+            yield InputBatch(frame, first, rows)
+
+
+def _jsonl_rows(chunk: bytes, first_line: int, name: str, limit: int | None = None) -> list[RawRow]:
+    out = []
+    for offset, raw in enumerate(chunk.split(b"\n")):
+        if not raw.strip():
+            continue
+        line = first_line + offset
+        try:
+            out.append(RawRow(parse_json_line(raw, name, line), line=line, raw=raw))
+        except DataError as exc:
+            out.append(RawRow(None, line=line, raw=raw, error=exc))
+        if limit is not None and len(out) >= limit:
+            break
+    return out
+
+
+def iter_conll_rows(source: Source) -> Iterator[RawRow]:
+    """CoNLL sentences as rows {tokens, tags, columns, doc}; -DOCSTART- lines start documents.
+
+    Columns are separated by whitespace; the tag is the last column, columns between token and
+    tag (POS, chunk) are kept as lists in ``columns``.
+    """
+    doc, start, lines = 0, None, []
+
+    def flush() -> RawRow | None:
+        if not lines:
+            return None
+        split = [ln.split() for ln in lines]
+        bad = next((i for i, parts in enumerate(split) if len(parts) < 2), None)
+        raw = "\n".join(lines).encode("utf-8")
+        if bad is not None:
+            err = DataError("a token line needs at least two columns (token ... tag)",
+                            file=source.name, line=start + bad, field="tag",
+                            fix="separate token and tag by whitespace; one token per line")
+            return RawRow(None, line=start, raw=raw, error=err)
+        value = {
+            "tokens": [p[0] for p in split],
+            "tags": [p[-1] for p in split],
+            "columns": [list(col) for col in zip(*(p[1:-1] for p in split), strict=False)] or None,
+            "doc": doc,
+        }
+        return RawRow(value, line=start, raw=raw)
+
+    with source.open() as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            try:
+                text = raw.decode("utf-8").strip()
+            except UnicodeDecodeError as exc:
+                err = DataError(f"invalid UTF-8 at byte {exc.start}", file=source.name, line=lineno,
+                                fix="re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)")
+                yield RawRow(None, line=lineno, raw=raw, error=err)
+                continue
+            if text.startswith("-DOCSTART-"):
+                row = flush()
+                if row:
+                    yield row
+                lines, start, doc = [], None, doc + 1
+                continue
+            if not text:
+                row = flush()
+                if row:
+                    yield row
+                lines, start = [], None
+                continue
+            if start is None:
+                start = lineno
+            lines.append(text)
+        row = flush()
+        if row:
+            yield row
+
+
 def read_records(path: str | os.PathLike | None, fmt: str | None = None) -> pl.DataFrame:
     """Canonical records from any format, cast to the record schema (extra columns kept)."""
     from .schema import RECORD_SCHEMA, conform
@@ -353,6 +515,17 @@ class TableWriter:
             self._fh = sys.stdout.buffer if hasattr(sys.stdout, "buffer") else sys.stdout
 
     def write(self, df: pl.DataFrame) -> None:
+        try:
+            self._write(df)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            # Polars reports a closed pipe as a plain OSError; the CLI exits quietly on it.
+            if exc.errno == errno.EPIPE or "Broken pipe" in str(exc):
+                raise BrokenPipeError(errno.EPIPE, "Broken pipe") from None
+            raise
+
+    def _write(self, df: pl.DataFrame) -> None:
         self.rows += df.height
         if self.fmt == "jsonl":
             if df.height:

@@ -155,6 +155,63 @@ class ShardWriter:
         if len(self._buf["input_ids"]) >= self.rows_per_file:
             self._flush()
 
+    def add_packed(
+        self,
+        input_ids: np.ndarray,
+        labels: np.ndarray,
+        seq_offsets: np.ndarray,
+        doc_lens: np.ndarray,
+        doc_offsets: np.ndarray,
+        record_ids: pa.Array | list[str],
+    ) -> None:
+        """Append many sequences at once from flat arrays (the fast path of `sftdata pack`).
+
+        Sequence i holds tokens ``seq_offsets[i]:seq_offsets[i+1]`` of ``input_ids``/``labels``
+        and documents ``doc_offsets[i]:doc_offsets[i+1]`` of ``doc_lens``/``record_ids``.
+        Files still hold at most ``rows_per_file`` sequences.
+        """
+        self._flush()
+        seq_offsets = np.asarray(seq_offsets, dtype=np.int64)
+        doc_offsets = np.asarray(doc_offsets, dtype=np.int64)
+        doc_lens = np.asarray(doc_lens, dtype=np.int32)
+        input_ids = np.asarray(input_ids, dtype=np.int32)
+        labels = np.asarray(labels, dtype=np.int32)
+        if not isinstance(record_ids, pa.Array):
+            record_ids = pa.array(record_ids, type=pa.string())
+        n = seq_offsets.size - 1
+        if (
+            doc_offsets.size != n + 1
+            or input_ids.size != labels.size
+            or input_ids.size != seq_offsets[-1] - seq_offsets[0]
+            or len(record_ids) != doc_lens.size
+            or doc_lens.size != doc_offsets[-1] - doc_offsets[0]
+        ):
+            raise ShardFormatError("input_ids, labels, doc_lens and record ids disagree in length")
+        for first in range(0, n, self.rows_per_file):
+            last = min(first + self.rows_per_file, n)
+            t0, t1 = int(seq_offsets[first]), int(seq_offsets[last])
+            d0, d1 = int(doc_offsets[first]), int(doc_offsets[last])
+            tok_off = pa.array((seq_offsets[first : last + 1] - t0).astype(np.int32))
+            doc_off = pa.array((doc_offsets[first : last + 1] - d0).astype(np.int32))
+            lens = doc_lens[d0:d1]
+            summed = np.concatenate([[0], np.cumsum(lens, dtype=np.int64)])
+            local = doc_offsets[first : last + 1] - d0
+            if not np.array_equal(summed[local[1:]] - summed[local[:-1]],
+                                  np.diff(seq_offsets[first : last + 1])):
+                raise ShardFormatError("doc_lens do not sum to the sequence lengths")
+            ids, labs = input_ids[t0:t1], labels[t0:t1]
+            columns = [
+                pa.ListArray.from_arrays(tok_off, pa.array(ids)),
+                pa.ListArray.from_arrays(tok_off, pa.array(labs)),
+                pa.ListArray.from_arrays(doc_off, pa.array(lens)),
+                pa.ListArray.from_arrays(doc_off, _compact(record_ids.slice(d0, d1 - d0))),
+            ]
+            self._write(pa.Table.from_arrays(columns, schema=SHARD_SCHEMA))
+            self.sequences += last - first
+            self.documents += d1 - d0
+            self.tokens += t1 - t0
+            self.supervised += int((labs != LABEL_PAD).sum())
+
     def _flush(self) -> None:
         if not self._buf["input_ids"]:
             return
@@ -164,13 +221,15 @@ class ShardWriter:
             _list_array(self._buf["doc_lens"]),
             pa.array(self._buf["record_ids"], type=pa.list_(pa.string())),
         ]
-        table = pa.Table.from_arrays(columns, schema=SHARD_SCHEMA)
+        self._write(pa.Table.from_arrays(columns, schema=SHARD_SCHEMA))
+        self._buf = {name: [] for name in SHARD_SCHEMA.names}
+
+    def _write(self, table: pa.Table) -> None:
         rel = f"{self.split}/{len(self.files):05d}.arrow"
         path = self.root / rel
         with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, SHARD_SCHEMA) as writer:
             writer.write_table(table)
         self.files.append({"path": rel, "rows": table.num_rows, "sha256": file_sha256(path)})
-        self._buf = {name: [] for name in SHARD_SCHEMA.names}
 
     def close(self, seq_len: int) -> dict[str, Any]:
         """Flush and return this split's manifest entry."""
@@ -192,6 +251,11 @@ def _list_array(arrays: list[np.ndarray]) -> pa.ListArray:
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
     values = np.concatenate(arrays) if arrays else np.zeros(0, dtype=np.int32)
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values.astype(np.int32)))
+
+
+def _compact(strings: pa.Array) -> pa.Array:
+    """A string slice with its own buffers, so a file holds only the strings it lists."""
+    return pa.concat_arrays([strings.cast(pa.string())])
 
 
 def write_manifest(out_dir: str | os.PathLike, manifest: dict[str, Any]) -> Path:

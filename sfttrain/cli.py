@@ -1,1 +1,168 @@
-def cli(): pass
+"""sfttrain: QLoRA training from packed shards, with plan, merge and generate.
+
+Heavy modules (torch, transformers, peft, bitsandbytes) load inside the commands, so
+`sfttrain --help` stays instant. Never imports Polars or Great Expectations.
+"""
+
+from __future__ import annotations
+
+import click
+
+from sftdata.commands._common import handle_errors, progress, say, warn
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """Train (QLoRA by default), plan memory, merge adapters and generate from packed shards."""
+
+
+def _config_options(f):
+    f = click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")(f)
+    f = click.option("--config", "config_file", type=click.Path(dir_okay=False),
+                     help="TOML or YAML config; KEY=VALUE arguments override it.")(f)
+    f = click.option("--quant", type=click.Choice(["nf4", "none"]), default=None,
+                     help="nf4 = QLoRA (default); none = LoRA on the unquantized base.")(f)
+    f = click.option("--full", is_flag=True, default=False,
+                     help="Full fine-tuning (implies --quant none).")(f)
+    f = click.option("--model", "model_path", required=True,
+                     help="Local Hugging Face model directory or .gguf file.")(f)
+    f = click.argument("shards", type=click.Path(exists=True, file_okay=False))(f)
+    return f
+
+
+def _build(config_file, overrides, quant, full):
+    from .config import build_config
+
+    extra = list(overrides)
+    if full:
+        extra += ["full=true", "quant=none"]
+        if quant == "nf4":
+            raise click.UsageError("--full trains every weight; it cannot be combined with --quant nf4.")
+    elif quant:
+        extra.append(f"quant={quant}")
+    return build_config(config_file, extra)
+
+
+@cli.command()
+@_config_options
+@click.option("-o", "--out", "out_dir", default="runs/latest", show_default=True,
+              help="Run directory: checkpoints, metrics.jsonl, loss.png, adapter/.")
+@click.option("--no-resume", is_flag=True, help="Start over even if OUT has checkpoints.")
+@handle_errors
+def run(shards, model_path, full, quant, config_file, overrides, out_dir, no_resume):
+    """Fine-tune a model on packed shards (QLoRA by default), resuming from OUT's checkpoints.
+
+    \b
+    Example:
+      sftdata pack tokens.parquet -o shards/ && sfttrain run shards/ --model smol.gguf lr=1e-4 max_steps=200 -o runs/a
+    """
+    config = _build(config_file, overrides, quant, full)
+    from .train import run as train_run
+
+    _quiet_transformers()
+    train_run(shards, model_path, config, out_dir, resume=not no_resume, say=say, warn=warn,
+              progress=progress)
+
+
+@cli.command()
+@_config_options
+@click.option("--gpu-mem", default=None, help="GPU memory to fit in, e.g. 24GiB or 80GB.")
+@click.option("--act-bytes", type=click.Choice(["2", "4"]), default="2", show_default=True,
+              help="Bytes per activation: 2 for bf16/fp16 on a GPU, 4 for fp32 (CPU).")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+@handle_errors
+def plan(shards, model_path, full, quant, config_file, overrides, gpu_mem, act_bytes, as_json):
+    """Predict peak training memory from config.json/GGUF metadata and the real packed lengths.
+
+    \b
+    Example:
+      sfttrain plan shards/ --model llama-8b/ --gpu-mem 24GiB micro_batch=4 grad_checkpointing=false
+    """
+    import json
+
+    from sftdata.shards import ShardReader
+
+    from . import plan as P
+
+    config = _build(config_file, overrides, quant, full)
+    budget = P.parse_size(gpu_mem) if gpu_mem else None
+    lengths = ShardReader(shards, "train").lengths().tolist()
+    result = P.plan_for(P.model_shape(model_path), config, lengths, budget, int(act_bytes))
+    click.echo(json.dumps(result.as_dict(), indent=2) if as_json else P.render(result))
+    if result.fits is False:
+        from sftdata.errors import CheckFailed
+
+        raise CheckFailed("the run does not fit; see the suggestion above")
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Directory for the merged model.")
+@click.option("--dtype", type=click.Choice(["bf16", "fp16", "fp32"]), default="bf16",
+              show_default=True, help="Weight dtype of the saved model.")
+@handle_errors
+def merge(run_dir, out_dir, dtype):
+    """Merge a run's adapter into its (dequantized) base model and save a plain HF model.
+
+    \b
+    Example:
+      sfttrain merge runs/a --out merged/ && sfttrain generate merged/ --records gold.jsonl > preds.jsonl
+    """
+    from .merge import merge_run
+
+    _quiet_transformers()
+    path = merge_run(run_dir, out_dir, dtype)
+    say(f"sfttrain merge: wrote {path}")
+
+
+@cli.command()
+@click.argument("model_path", metavar="MODEL")
+@click.option("--records", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Canonical records, JSONL or Parquet; the last assistant turn is dropped.")
+@click.option("-o", "--output", default="-", show_default=True, help="Predictions JSONL.")
+@click.option("--template", "template_from", default=None,
+              help="Shard dir or run dir whose manifest template to use (default: MODEL's).")
+@click.option("--max-new-tokens", type=int, default=128, show_default=True)
+@click.option("--temperature", type=float, default=0.0, show_default=True,
+              help="0 = greedy decoding.")
+@click.option("--top-p", type=float, default=1.0, show_default=True)
+@click.option("--top-k", type=int, default=0, show_default=True, help="0 = off.")
+@click.option("--repetition-penalty", type=float, default=1.0, show_default=True)
+@click.option("--stop", "stops", multiple=True, help="Stop string (repeatable); cut from output.")
+@click.option("--batch-size", type=int, default=8, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
+@handle_errors
+def generate(model_path, records, output, template_from, max_new_tokens, temperature, top_p,
+             top_k, repetition_penalty, stops, batch_size, seed, device):
+    """Generate answers for records with the training chat template; write id + prediction JSONL.
+
+    \b
+    Example:
+      sfttrain generate runs/a --records gold.jsonl --max-new-tokens 64 > preds.jsonl && sftdata gold score preds.jsonl
+    """
+    from .generate import Decoding, generate_file
+
+    if temperature < 0:
+        raise click.UsageError("--temperature must be >= 0 (0 = greedy).")
+    if not 0 < top_p <= 1:
+        raise click.UsageError("--top-p must be in (0, 1].")
+    if max_new_tokens < 1 or batch_size < 1:
+        raise click.UsageError("--max-new-tokens and --batch-size must be at least 1.")
+    _quiet_transformers()
+    decoding = Decoding(max_new_tokens, temperature, top_p, top_k, repetition_penalty,
+                        list(stops), seed)
+    count = generate_file(model_path, records, output, decoding, batch_size, template_from, device)
+    say(f"sfttrain generate: {count} prediction(s)")
+
+
+def _quiet_transformers() -> None:
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+    logging.set_verbosity_error()
+
+
+if __name__ == "__main__":
+    cli()

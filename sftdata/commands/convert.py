@@ -1,0 +1,101 @@
+"""`sftdata convert`: any source format -> canonical records."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..formats import FORMATS
+from ..io import STDIO, TableWriter, display_name, iter_input_batches, open_source
+from ..ops.convert import Converter
+from ..schema import ROLES, TASKS
+from ._common import (
+    handle_errors,
+    input_argument,
+    output_options,
+    parse_key_values,
+    progress,
+    rejects_option,
+    say,
+)
+
+
+@click.command()
+@input_argument
+@output_options
+@rejects_option
+@click.option("--from", "from_", type=click.Choice(list(FORMATS)), default=None,
+              help="Source format (default: detected from the first row's keys).")
+@click.option("--map", "mapping", metavar="TARGET=COLUMN,...", default=None,
+              help="Read a column under another name, e.g. instruction=question,output=answer.")
+@click.option("--roles", metavar="NAME=ROLE,...", default=None,
+              help="Extra role names, e.g. bot=assistant,narrator=system.")
+@click.option("--template", default=None,
+              help="Prompt template for classification/CoNLL rows; {column} is replaced.")
+@click.option("--task", type=click.Choice(list(TASKS)), default=None,
+              help="Set the task of every record (default: the format decides).")
+@click.option("--source", "source_name", default=None,
+              help="Value of the `source` column (default: the input file's name).")
+@click.option("--oasst-best", is_flag=True, help="OASST trees: keep only the best-ranked path.")
+@handle_errors
+def convert(input_path, output, to, rejects, from_, mapping, roles, template, task, source_name,
+            oasst_best):
+    """Convert Alpaca, ShareGPT, OpenAI, OASST, text and label tables to records.
+
+    \b
+    Example:
+      cat alpaca.json | sftdata convert | sftdata validate -
+      sftdata convert trees.jsonl --oasst-best -o oasst.parquet
+    """
+    mapping = parse_key_values(mapping, "--map", str)
+    role_map = parse_key_values(roles, "--roles", str)
+    _check_flags(input_path, output, rejects, from_, template, oasst_best, role_map)
+
+    source = open_source(input_path, "conll" if from_ == "conll" else None)
+    name = display_name(input_path)
+    from ..formats import Options
+
+    opts = Options(
+        source=source_name or (Path(input_path).name if input_path != STDIO else "stdin"),
+        roles=role_map, template=template, oasst_best=oasst_best, task=task,
+    )
+    conv = Converter(name, from_, opts, mapping, keep_going=rejects is not None)
+    with TableWriter(output, to) as out:
+        rejected = TableWriter(rejects, "jsonl" if Path(rejects).suffix != ".parquet"
+                               else "parquet") if rejects else None
+        try:
+            for batch in progress(iter_input_batches(source), desc="convert"):
+                part = conv.feed(batch)
+                out.write(part.records)
+                if rejected is not None:
+                    rejected.write(part.rejects)
+            tail = conv.finish()
+            out.write(tail.records)
+            if rejected is not None:
+                rejected.write(tail.rejects)
+        except BaseException:
+            if rejected is not None:
+                rejected.close(ok=False)
+            raise
+        if rejected is not None:
+            rejected.close()
+    say(f"convert: {name}: {conv.summary()}")
+    if rejects and conv.rows_rejected:
+        say(f"convert: {conv.rows_rejected} rejected rows written to {rejects}")
+
+
+def _check_flags(input_path, output, rejects, from_, template, oasst_best, role_map) -> None:
+    if oasst_best and from_ not in (None, "oasst"):
+        raise click.UsageError("--oasst-best only applies to OASST trees (--from oasst).")
+    if template is not None and from_ not in (None, "classification", "conll"):
+        raise click.UsageError("--template only applies to classification and CoNLL input.")
+    if rejects is not None and output not in (None, STDIO) and Path(rejects) == Path(output):
+        raise click.UsageError("--rejects and -o must be different files.")
+    if rejects is not None and input_path not in (None, STDIO) and Path(rejects) == Path(input_path):
+        raise click.UsageError("--rejects must not be the input file.")
+    for name, role in role_map.items():
+        if role not in ROLES:
+            raise click.UsageError(
+                f"--roles {name}={role}: {role!r} is not a role; use one of {', '.join(ROLES)}."
+            )

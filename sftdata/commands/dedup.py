@@ -1,0 +1,101 @@
+"""`sftdata dedup`: read -> check flags -> ops.dedup -> write kept rows (and --dupes)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..io import STDIO, display_name, read_records, write_table
+from ..text import VIEWS
+from ._common import handle_errors, input_argument, output_options, say, seed_option, warn
+
+# Flags that only mean something to the near-duplicate stage.
+NEAR_ONLY = ("threshold", "num_perm", "ngram", "unit", "verify")
+
+
+@click.command()
+@input_argument
+@output_options
+@click.option("--mode", type=click.Choice(["exact", "near", "both"]), default="both",
+              show_default=True, help="exact: normalized-text hash; near: MinHash LSH; both: exact, then near.")
+@click.option("--on", "on", type=click.Choice(list(VIEWS)), default="conversation",
+              show_default=True, help="Which text to compare (conversation includes the roles).")
+@click.option("--punctuation", is_flag=True, help="Ignore punctuation as well as case and whitespace.")
+@click.option("--threshold", type=click.FloatRange(0, 1, min_open=True), default=0.8,
+              show_default=True, help="Jaccard similarity that makes a near duplicate.")
+@click.option("--num-perm", type=click.IntRange(min=2), default=128, show_default=True,
+              help="MinHash permutations (more: more accurate, slower).")
+@click.option("--ngram", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Shingle size in --unit units.")
+@click.option("--unit", type=click.Choice(["word", "char"]), default="word", show_default=True,
+              help="Shingles of words or of characters.")
+@click.option("--verify", is_flag=True,
+              help="Check every candidate pair by exact Jaccard of its shingles (fewer false drops).")
+@click.option("--keep", default="first", show_default=True, metavar="first|longest|COLUMN",
+              help="Which record of a cluster stays: the first, the longest, or the highest COLUMN.")
+@click.option("--dupes", type=click.Path(dir_okay=False), default=None,
+              help="Write dropped records here with cluster_id, kept_id, similarity and reason.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Processes for MinHash (default: all cores).")
+@seed_option
+@click.pass_context
+@handle_errors
+def dedup(
+    ctx: click.Context, input_path: str, output: str, to: str | None, mode: str, on: str,
+    punctuation: bool, threshold: float, num_perm: int, ngram: int, unit: str, verify: bool,
+    keep: str, dupes: str | None, workers: int | None, seed: int,
+) -> None:
+    """Drop exact and near-duplicate records.
+
+    \b
+    Example:
+      sftdata convert raw.json | sftdata dedup --threshold 0.8 --dupes dupes.jsonl > clean.jsonl
+    """
+    _check_flags(ctx, mode, output, dupes)
+    from ..ops.dedup import dedup as run_dedup
+
+    records = read_records(input_path)
+    result = run_dedup(
+        records, mode=mode, on=on, threshold=threshold, num_perm=num_perm, ngram=ngram,
+        unit=unit, punctuation=punctuation, verify=verify, keep=keep, seed=seed, workers=workers,
+    )
+    write_table(result.kept, output, to)
+    if dupes:
+        write_table(result.dupes, dupes)
+    _summarize(result, display_name(input_path), mode, on, threshold, num_perm, verify, dupes)
+
+
+def _check_flags(ctx: click.Context, mode: str, output: str, dupes: str | None) -> None:
+    if mode == "exact":
+        given = [
+            name for name in NEAR_ONLY
+            if ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT
+        ]
+        if given:
+            flags = ", ".join("--" + name.replace("_", "-") for name in given)
+            raise click.UsageError(
+                f"{flags} only apply to near-duplicate detection; drop them or use --mode near or both."
+            )
+    if dupes and output != STDIO and Path(dupes).resolve() == Path(output).resolve():
+        raise click.UsageError("--dupes and --output name the same file; give them different paths.")
+
+
+def _summarize(result, source: str, mode: str, on: str, threshold: float, num_perm: int,
+               verify: bool, dupes: str | None) -> None:
+    say(
+        f"dedup {source}: {result.rows_in} in, {result.kept.height} kept, {result.dropped} dropped "
+        f"(exact {result.dropped_exact}, near {result.dropped_near}) in {result.clusters} clusters"
+    )
+    if mode != "exact":
+        line = (
+            f"near: {result.bands} bands x {result.rows_per_band} rows for threshold {threshold} "
+            f"({num_perm} permutations), {result.candidate_pairs} candidate pairs"
+        )
+        if verify:
+            line += f", {result.rejected_pairs} rejected by exact Jaccard"
+        say(line)
+    if result.not_compared:
+        warn(f"{result.not_compared} records have an empty {on} and were kept without comparison")
+    if dupes:
+        say(f"dropped records written to {dupes}")

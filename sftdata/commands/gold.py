@@ -1,0 +1,341 @@
+"""`sftdata gold`: freeze a hashed gold set, verify it is intact and unseen, score predictions."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+import polars as pl
+
+from ..errors import CheckFailed, DataError
+from ..io import STDIO, open_source, read_records, read_table, write_json, write_table
+from ._common import (
+    handle_errors,
+    input_argument,
+    output_options,
+    parse_key_values,
+    say,
+    seed_option,
+    warn,
+)
+
+TASK_CHOICES = ("classification", "qa", "extraction", "summarization", "chat", "completion", "text")
+
+
+def default_lock_path(gold_path: str) -> Path:
+    """gold.parquet -> gold.lock.json, beside it."""
+    path = Path(gold_path)
+    return path.with_name(f"{path.stem}.lock.json")
+
+
+@click.group()
+def gold() -> None:
+    """Frozen gold sets: freeze, verify and score."""
+
+
+# --------------------------------------------------------------------------- freeze
+
+
+@gold.command()
+@input_argument
+@click.option("-n", "count", type=int, required=True, help="How many records go into the gold set.")
+@click.option("--gold-out", required=True, type=click.Path(dir_okay=False),
+              help="Where the gold set goes (.parquet, .jsonl or .arrow).")
+@click.option("--lock", "lock_path", type=click.Path(dir_okay=False), default=None,
+              help="Lock file (default: beside --gold-out, NAME.lock.json).")
+@click.option("--stratify", default="label", show_default=True,
+              help="Column to sample proportionally from (ignored when it has no values).")
+@output_options
+@seed_option
+@handle_errors
+def freeze(input_path, count, gold_out, lock_path, stratify, output, to, seed):
+    """Sample a held-out split into a hashed, locked gold set; the rest goes to the output.
+
+    \b
+    Example:
+      sftdata gold freeze splits/test.parquet -n 200 --gold-out gold.parquet -o test_rest.parquet
+    """
+    from ..ops.gold import content_sha256, record_hashes
+    from ..ops.gold import freeze as freeze_records
+
+    if gold_out == STDIO:
+        raise click.UsageError("--gold-out must be a file (stdout carries the remainder)")
+    if output not in (None, STDIO) and Path(output).resolve() == Path(gold_out).resolve():
+        raise click.UsageError("-o and --gold-out must be different files")
+    lock_target = Path(lock_path) if lock_path else default_lock_path(gold_out)
+
+    df = read_records(input_path)
+    file_sha = _file_sha256(input_path)
+    result = freeze_records(
+        df, count, seed=seed, stratify=stratify, source=_display(input_path),
+        source_sha256=file_sha, created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+    result.lock["input"]["content_sha256"] = content_sha256(record_hashes(df)) if df.height else None
+    for message in result.warnings:
+        warn(message)
+    write_table(result.gold, gold_out)
+    write_json(result.lock, lock_target)
+    write_table(result.remainder, output, to)
+    say(f"gold: {result.gold.height} of {df.height} records -> {gold_out} (lock {lock_target}, "
+        f"sha256 {result.lock['sha256'][:12]}); remainder: {result.remainder.height} records")
+    if result.per_label:
+        say("  per " + stratify + ": " + ", ".join(f"{k}={v}" for k, v in result.per_label.items()))
+
+
+def _file_sha256(path: str) -> str | None:
+    if path in (None, STDIO):
+        return None  # stdin cannot be re-read; the lock keeps the content hash instead
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _display(path: str) -> str:
+    return "<stdin>" if path in (None, STDIO) else str(path)
+
+
+# --------------------------------------------------------------------------- verify
+
+
+@gold.command()
+@click.argument("gold_path", metavar="GOLD")
+@click.option("--against", "against", multiple=True, type=click.Path(dir_okay=False),
+              help="Training data that must not contain any gold record (repeatable).")
+@click.option("--lock", "lock_path", type=click.Path(dir_okay=False), default=None,
+              help="Lock file (default: GOLD's NAME.lock.json).")
+@click.option("--ngram", type=int, default=13, show_default=True,
+              help="N-gram size for the near-duplicate check (leakcheck).")
+@click.option("--exact-only", is_flag=True, help="Skip the near-duplicate check.")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None,
+              help="Write the findings here as JSON.")
+@handle_errors
+def verify(gold_path, against, lock_path, ngram, exact_only, report_path):
+    """Check the gold set still matches its lock and that no training file contains it.
+
+    \b
+    Example:
+      sftdata gold verify gold.parquet --against splits/train.parquet --against extra.jsonl
+    """
+    from ..ops.gold import verify as verify_gold
+
+    if gold_path == STDIO:
+        raise click.UsageError("GOLD must be a file (its lock lives beside it)")
+    if ngram < 1:
+        raise click.UsageError("--ngram must be at least 1")
+    lock_file = Path(lock_path) if lock_path else default_lock_path(gold_path)
+    if not lock_file.is_file():
+        raise click.UsageError(f"no lock file {lock_file}; pass --lock FILE (written by gold freeze)")
+    try:
+        lock = json.loads(lock_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"unreadable lock ({exc})", file=str(lock_file),
+                        fix="restore the lock file from version control") from None
+    if not against:
+        warn("no --against files: only the lock is checked")
+    gold_df = read_records(gold_path)
+    trains = list(against)
+    # one training file in memory at a time
+    frames = ((path, read_records(path)) for path in trains)
+    result = verify_gold(gold_df, lock, frames, lock_name=str(lock_file), near=not exact_only,
+                         ngram=ngram)
+    for message in result.warnings:
+        warn(message)
+    _say_lock(result.lock, gold_path)
+    _say_overlap(result, trains)
+    if report_path:
+        write_json(_verify_report(gold_path, lock_file, result, trains), report_path)
+    if not result.ok:
+        raise CheckFailed("gold verify failed")
+    say(f"gold verify: ok ({gold_df.height} records match the lock; none found in "
+        f"{len(trains)} training file(s))")
+
+
+def _say_lock(check, gold_path: str) -> None:
+    if check.ok:
+        say(f"lock: ok (sha256 {check.actual_sha256[:12]})")
+        return
+    say(f"lock: MISMATCH for {gold_path} (expected sha256 {check.expected_sha256[:12]}, "
+        f"got {check.actual_sha256[:12]})")
+    for label, ids in (("changed", check.changed), ("added", check.added),
+                       ("removed", check.removed), ("duplicated", check.duplicated)):
+        if ids:
+            shown = ", ".join(ids[:20]) + (f", ... ({len(ids)} in all)" if len(ids) > 20 else "")
+            say(f"  {label}: {shown}")
+
+
+def _say_overlap(result, trains: list) -> None:
+    blocking, overlap = result.blocking, result.overlap
+    low = overlap.filter(pl.col("confidence") == "low")
+    if low.height:
+        warn(f"{low.height} low-confidence near-duplicate hit(s) (short or generic prompts), "
+             "not failing; check them:")
+        _say_pairs(low, 5)
+    if blocking.height == 0:
+        say(f"training overlap: none in {len(trains)} file(s)")
+        return
+    gold_ids = blocking["gold_id"].n_unique()
+    say(f"training overlap: {gold_ids} gold record(s) found in training data ({blocking.height} match(es)):")
+    _say_pairs(blocking, 20)
+
+
+def _say_pairs(pairs, limit: int) -> None:
+    for row in pairs.head(limit).iter_rows(named=True):
+        say(f"  gold {row['gold_id']} ~ {row['against']} row {row['train_row']} (id {row['train_id']}): "
+            f"{row['kind']}: {_clip(row['evidence'] or '', 100)!r}")
+    if pairs.height > limit:
+        say(f"  ... {pairs.height - limit} more (see --report)")
+
+
+def _verify_report(gold_path, lock_file, result, trains) -> dict[str, Any]:
+    check = result.lock
+    return {
+        "gold": str(gold_path),
+        "lock": str(lock_file),
+        "ok": result.ok,
+        "lock_ok": check.ok,
+        "expected_sha256": check.expected_sha256,
+        "actual_sha256": check.actual_sha256,
+        "changed": check.changed,
+        "added": check.added,
+        "removed": check.removed,
+        "duplicated": check.duplicated,
+        "against": list(trains),
+        "near_duplicate_check": result.near_duplicate_check,
+        "overlap": result.overlap.to_dicts(),
+    }
+
+
+# --------------------------------------------------------------------------- score
+
+
+@gold.command()
+@click.argument("gold_path", metavar="GOLD")
+@click.argument("predictions_path", metavar="PREDICTIONS")
+@click.option("--task", type=click.Choice(TASK_CHOICES), default=None,
+              help="Score every record as this task (default: each record's `task`).")
+@click.option("--scorer", default=None, metavar="MODULE:FUNCTION",
+              help="Extra per-example scorer f(prediction, reference, record) -> float.")
+@click.option("--min", "gates", multiple=True, metavar="METRIC=VALUE",
+              help="Fail (exit 1) when METRIC is below VALUE, e.g. --min accuracy=0.8 (repeatable).")
+@click.option("--show-worst", "show_worst", type=int, default=5, show_default=True,
+              help="List the K lowest-scoring examples.")
+@click.option("--allow-missing", is_flag=True,
+              help="Score even when predictions are missing (as empty answers) or unknown (ignored).")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None,
+              help="Write metrics, baselines, worst examples and gates here as JSON.")
+@handle_errors
+def score(gold_path, predictions_path, task, scorer, gates, show_worst, allow_missing, report_path):
+    """Score predictions against a gold set with task-matched metrics and baselines.
+
+    \b
+    Example:
+      sfttrain generate runs/a --records gold.parquet > preds.jsonl
+      sftdata gold score gold.parquet preds.jsonl --min accuracy=0.8 --show-worst 10
+    """
+    from ..ops.gold import score as score_gold
+
+    thresholds: dict[str, float] = {}
+    for gate in gates:
+        thresholds.update(parse_key_values(gate, "--min", cast=float))
+    if show_worst < 0:
+        raise click.UsageError("--show-worst must be 0 or more")
+    scorer_fn = _load_scorer(scorer) if scorer else None
+
+    gold_df = read_records(gold_path)
+    predictions = read_table(open_source(predictions_path))
+    result = score_gold(gold_df, predictions, task=task, scorer=scorer_fn,
+                        allow_missing=allow_missing, gold_name=_display(gold_path),
+                        predictions_name=_display(predictions_path))
+    unknown = [name for name in thresholds if result.metric(name) is None]
+    if unknown:
+        raise click.UsageError(
+            f"--min: no metric {', '.join(repr(n) for n in unknown)}; "
+            f"available: {', '.join(result.metric_names())}"
+        )
+    _say_scores(result.report)
+    worst = result.worst(show_worst)
+    if show_worst:
+        _say_worst(worst)
+    failed = []
+    gate_rows = []
+    for name, threshold in thresholds.items():
+        value = result.metric(name)
+        passed = value >= threshold
+        gate_rows.append({"metric": name, "min": threshold, "value": value, "passed": passed})
+        say(f"gate {name} >= {threshold:g}: {value:.4f} {'ok' if passed else 'FAILED'}")
+        if not passed:
+            failed.append(name)
+    if report_path:
+        report = dict(result.report, worst=worst.to_dicts(), gates=gate_rows)
+        write_json(report, report_path)
+    if failed:
+        raise CheckFailed(f"gold score gate(s) failed: {', '.join(failed)}")
+
+
+def _load_scorer(spec: str):
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise click.UsageError(f"--scorer expects MODULE:FUNCTION, got {spec!r}")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # a scorer file in the current directory is importable
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise click.UsageError(f"--scorer: cannot import {module_name!r} ({exc})") from None
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise click.UsageError(f"--scorer: {module_name!r} has no function {attr!r}")
+    return fn
+
+
+def _fmt(value: Any) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def _say_scores(report: dict) -> None:
+    say(f"scored {report['records']} gold records from {report['predictions']}")
+    if report["missing"]:
+        warn(f"{len(report['missing'])} gold record(s) had no prediction (scored as empty answers)")
+    if report["unknown"]:
+        warn(f"{len(report['unknown'])} prediction(s) for ids not in the gold set were ignored")
+    for task, entry in report["tasks"].items():
+        say(f"{task} ({entry['records']} records):")
+        names = list(entry["metrics"])
+        width = max(len(n) for n in ["metric", *names])
+        header = f"  {'metric':<{width}}  {'model':>8}" + "".join(f"  {b:>10}" for b in entry["baselines"])
+        say(header)
+        for name in names:
+            line = f"  {name:<{width}}  {_fmt(entry['metrics'][name]):>8}"
+            line += "".join(f"  {_fmt(b.get(name)):>10}" for b in entry["baselines"].values())
+            say(line)
+        matrix = entry.get("confusion_matrix")
+        if matrix and len(matrix["predicted"]) <= 12:
+            say("  confusion matrix (rows: reference, columns: prediction):")
+            say("    " + " ".join(f"{c[:10]:>10}" for c in ["", *matrix["predicted"]]))
+            for label, row in zip(matrix["labels"], matrix["matrix"], strict=True):
+                say("    " + " ".join([f"{label[:10]:>10}", *(f"{v:>10}" for v in row)]))
+
+
+def _say_worst(worst) -> None:
+    if worst.height == 0:
+        say("no per-example scores to rank (chat is ranked only with --scorer)")
+        return
+    say(f"worst {worst.height} example(s):")
+    for row in worst.iter_rows(named=True):
+        say(f"  {row['id']} ({row['task']}, score {row['score']:.3f})")
+        say(f"    reference:  {_clip(row['reference'])}")
+        say(f"    prediction: {_clip(row['prediction'])}")
+
+
+def _clip(text: str, limit: int = 160) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,235 @@
+"""`sftdata leakcheck`: evidence of benchmark, val, test or gold items inside the training data.
+
+Without --drop nothing is written to stdout: the verdict is the stderr summary, the --report JSON
+and the exit code (--fail-on). With --drop the decontaminated training records go to the output.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..errors import CheckFailed, UsageProblem
+from ._common import handle_errors, output_options, rejects_option, say
+
+SPLIT_REFERENCES = ("val", "test", "gold")
+SPLIT_SUFFIXES = (".parquet", ".arrow", ".jsonl")
+SHOWN = 5  # contaminated records named on stderr; the rest are in --report
+
+
+@click.command()
+@click.argument("input_path", metavar="[TRAIN|DIR]", required=False, default="-")
+@click.option("--against", "against", multiple=True, metavar="[NAME=]REF",
+              help="Reference records (a benchmark after `convert`, '-' = stdin); repeatable.")
+@click.option("--on", type=click.Choice(["prompt", "response", "whole"]), default="prompt",
+              show_default=True, help="Text compared: user/system turns, assistant turns, or all.")
+@click.option("--ngram", type=int, default=13, show_default=True,
+              help="Words per n-gram (13 as GPT-3 and lm-eval); shorter items are matched whole.")
+@click.option("--min-ngram", type=int, default=8, show_default=True,
+              help="Items with fewer words only ever give low-confidence matches.")
+@click.option("--frequent-cutoff", type=int, default=10, show_default=True,
+              help="Ignore n-grams in more distinct training texts (or reference items) than this.")
+@click.option("--min-overlap", type=float, default=0.4, show_default=True,
+              help="Share of an item's words that shared n-grams must cover for high confidence.")
+@click.option("--near-threshold", type=float, default=0.8, show_default=True,
+              help="Jaccard similarity (word 5-grams) for a MinHash near-duplicate.")
+@click.option("--num-perm", type=int, default=128, show_default=True,
+              help="MinHash permutations.")
+@click.option("--no-near", is_flag=True, help="Skip the MinHash near-duplicate evidence.")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None,
+              help="Write every match with its evidence as JSON here.")
+@click.option("--drop", is_flag=True,
+              help="Write the training records without the contaminated ones to the output.")
+@click.option("--strict", is_flag=True,
+              help="Count low-confidence matches as contaminated too (for --drop and --fail-on).")
+@click.option("--fail-on", "fail_on", default=None, metavar="N|P%",
+              help="Exit 1 when more than N records (or P percent) are contaminated.")
+@output_options
+@rejects_option
+@handle_errors
+def leakcheck(
+    input_path: str, against: tuple[str, ...], on: str, ngram: int, min_ngram: int,
+    frequent_cutoff: int, min_overlap: float, near_threshold: float, num_perm: int,
+    no_near: bool, report_path: str | None, drop: bool, strict: bool, fail_on: str | None,
+    output: str, to: str | None, rejects: str | None,
+) -> None:
+    """Find training records that contain benchmark, val, test or gold items.
+
+    TRAIN may be a split directory (from `sftdata split -o DIR`): its train file is then checked
+    against its val, test and gold files, plus any --against.
+
+    \b
+    Example:
+      sftdata convert gsm8k_test.jsonl | sftdata leakcheck train.parquet --against - --fail-on 0
+    """
+    from ..io import STDIO, read_records, write_json, write_table
+    from ..ops.leakcheck import check_params, decontaminate
+    from ..ops.leakcheck import leakcheck as run_leakcheck
+
+    if not drop:
+        given = [flag for flag, on_ in (("-o/--output", output != STDIO), ("--to", to is not None),
+                                         ("--rejects", rejects is not None)) if on_]
+        if given:
+            raise click.UsageError(
+                f"{', '.join(given)} {'needs' if len(given) == 1 else 'need'} --drop: without --drop leakcheck writes no records, "
+                "only the summary (stderr) and --report FILE."
+            )
+    threshold = parse_fail_on(fail_on)
+    check_params(on=on, ngram=ngram, min_ngram=min_ngram, frequent_cutoff=frequent_cutoff,
+                 near_threshold=near_threshold, num_perm=num_perm, min_overlap=min_overlap)
+    train_path, sources = plan_inputs(input_path, against)
+
+    train = read_records(train_path)
+    references = {name: read_records(path) for name, path in sources.items()}
+    result = run_leakcheck(
+        train, references, on=on, ngram=ngram, min_ngram=min_ngram,
+        frequent_cutoff=frequent_cutoff, near_threshold=near_threshold, num_perm=num_perm,
+        min_overlap=min_overlap, near=not no_near,
+    )
+    flagged = set(result.contaminated_ids) | (set(result.low_confidence_ids) if strict else set())
+    say_summary(result, references, strict)
+
+    if drop:
+        kept, dropped = decontaminate(train, result, include_low=strict)
+        write_table(kept, output, to)
+        say(f"dropped {dropped.height} contaminated record(s) of {train.height}; "
+            f"wrote {kept.height}")
+        if rejects:
+            write_table(dropped, rejects)
+            say(f"{dropped.height} dropped record(s) written to {rejects} with a reason")
+        elif dropped.height:
+            say("dropped records not written (pass --rejects FILE to keep them)")
+    if report_path:
+        write_json(build_report(result, strict), report_path)
+        say(f"report written to {report_path}")
+    if threshold is not None:
+        limit = threshold[0] if threshold[1] == "count" else threshold[0] / 100 * train.height
+        if len(flagged) > limit:
+            share = len(flagged) / max(train.height, 1)
+            raise CheckFailed(
+                f"leakcheck failed: {len(flagged)} contaminated record(s) ({share:.2%}) "
+                f"exceed --fail-on {fail_on}"
+            )
+
+
+def parse_fail_on(text: str | None) -> tuple[float, str] | None:
+    """'5' -> (5, 'count'); '0.1%' -> (0.1, 'percent'); a usage error otherwise."""
+    if text is None:
+        return None
+    match = re.fullmatch(r"\s*(\d+)\s*|\s*(\d+(?:\.\d*)?|\.\d+)\s*%\s*", text)
+    if not match:
+        raise click.UsageError(
+            f"--fail-on expects a record count (e.g. 0) or a percentage (e.g. 0.1%), got {text!r}"
+        )
+    if match.group(1) is not None:
+        return float(match.group(1)), "count"
+    percent = float(match.group(2))
+    if percent > 100:
+        raise click.UsageError(f"--fail-on percentage must be at most 100%, got {text!r}")
+    return percent, "percent"
+
+
+def plan_inputs(input_path: str, against: tuple[str, ...]) -> tuple[str, dict[str, str]]:
+    """The training file and the named reference files; a split directory expands to its files."""
+    sources: dict[str, str] = {}
+    train_path = input_path
+    if input_path != "-" and Path(input_path).is_dir():
+        folder = Path(input_path)
+        train_path = split_file(folder, "train")
+        if train_path is None:
+            raise UsageProblem(
+                f"{folder}: no train file (expected {folder}/train.parquet, .arrow or .jsonl, "
+                "as `sftdata split -o DIR` writes)"
+            )
+        for name in SPLIT_REFERENCES:
+            path = split_file(folder, name)
+            if path is not None:
+                sources[name] = path
+        if not sources and not against:
+            raise UsageProblem(f"{folder}: no val, test or gold file to check train against")
+    elif not against:
+        raise click.UsageError(
+            "give at least one --against REF (a benchmark after `sftdata convert`), "
+            "or a split directory as TRAIN"
+        )
+    for spec in against:
+        name, path = reference_name(spec)
+        if name in sources:
+            raise click.UsageError(
+                f"two reference sets are named {name!r}; name them apart: --against NAME=PATH"
+            )
+        sources[name] = path
+    stdin_users = [p for p in [train_path, *sources.values()] if p == "-"]
+    if len(stdin_users) > 1:
+        raise click.UsageError(
+            "stdin can feed only one input: TRAIN and --against both read '-'; "
+            "give the training data as a file"
+        )
+    return train_path, sources
+
+
+def split_file(folder: Path, split: str) -> str | None:
+    found = [folder / f"{split}{suffix}" for suffix in SPLIT_SUFFIXES]
+    found = [p for p in found if p.is_file()]
+    if len(found) > 1:
+        raise UsageProblem(
+            f"{folder}: several {split} files ({', '.join(p.name for p in found)}); keep one"
+        )
+    return str(found[0]) if found else None
+
+
+def reference_name(spec: str) -> tuple[str, str]:
+    """'NAME=PATH' -> (NAME, PATH); 'PATH' -> (file stem, PATH); '-' -> ('stdin', '-')."""
+    name, sep, path = spec.partition("=")
+    if sep and name and path and not Path(spec).exists():
+        return name, path
+    if spec == "-":
+        return "stdin", "-"
+    return Path(spec).stem or spec, spec
+
+
+def say_summary(result: Any, references: dict[str, Any], strict: bool) -> None:
+    s = result.summary
+    sets = ", ".join(f"{name} ({entry['items']} items)" for name, entry in s["references"].items())
+    say(f"leakcheck: {s['train_records']} training records (on {s['parameters']['on']}) "
+        f"against {sets}")
+    for name, entry in s["references"].items():
+        kinds = ", ".join(f"{k} {v}" for k, v in entry["matches_by_kind"].items() if v)
+        say(f"  {name}: {entry['contaminated_records']} contaminated record(s), "
+            f"{entry['low_confidence_records']} low-confidence"
+            + (f" (pairs by kind: {kinds})" if kinds else ""))
+    total = s["train_records"] or 1
+    say(f"  contaminated: {s['contaminated_records']} of {s['train_records']} "
+        f"({s['contaminated_records'] / total:.2%}); low-confidence: "
+        f"{s['low_confidence_records']} ({'counted, --strict' if strict else 'reported, not counted'})")
+    if s["frequent_ngrams_ignored"]:
+        say(f"  {s['frequent_ngrams_ignored']} frequent n-gram(s) ignored as boilerplate")
+    high = result.matches.filter(result.matches["confidence"] == "high")
+    for row in high.unique("train_id", keep="first", maintain_order=True).head(SHOWN).iter_rows(
+        named=True
+    ):
+        say(f"  {row['train_id']}: {row['kind']} match with {row['ref_set']} item "
+            f"{row['ref_id']} (overlap {row['overlap']:.2f})")
+    if len(result.contaminated_ids) > SHOWN:
+        say(f"  ... {len(result.contaminated_ids) - SHOWN} more (see --report)")
+
+
+def build_report(result: Any, strict: bool) -> dict[str, Any]:
+    """JSON: the summary, then each contaminated (and low-confidence) record with its matches."""
+    by_train: dict[str, list[dict[str, Any]]] = {}
+    for row in result.matches.iter_rows(named=True):
+        entry = {k: row[k] for k in ("ref_set", "ref_id", "kind", "confidence", "overlap")}
+        entry["evidence"] = json.loads(row["evidence"])
+        by_train.setdefault(row["train_id"], []).append(entry)
+    return {
+        "summary": result.summary,
+        "strict": strict,
+        "contaminated": [{"train_id": i, "matches": by_train[i]} for i in result.contaminated_ids],
+        "low_confidence": [
+            {"train_id": i, "matches": by_train[i]} for i in result.low_confidence_ids
+        ],
+    }

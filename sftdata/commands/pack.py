@@ -1,0 +1,143 @@
+"""`sftdata pack`: tokenized records -> a directory of packed shards (sftdata/shards.py)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from ..shards import ROWS_PER_FILE
+from ._common import handle_errors, input_argument, rejects_option, say, warn
+
+if TYPE_CHECKING:
+    from ..ops.pack import PackResult
+
+
+@click.command()
+@input_argument
+@click.option(
+    "-o", "--output", "output", required=True, type=click.Path(file_okay=False),
+    help="Shard directory to write (built beside it, then renamed into place).",
+)
+@click.option("--seq-len", type=int, default=2048, show_default=True, help="Tokens per sequence.")
+@click.option(
+    "--strategy", type=click.Choice(["bfd", "ffd"]), default=None,
+    help="Bin packing: best-fit decreasing (default) or first-fit decreasing.",
+)
+@click.option("--no-pack", is_flag=True, help="One document per sequence (padded at train time).")
+@click.option(
+    "--truncation", type=click.Choice(["right", "left", "drop", "fail"]), default="right",
+    show_default=True,
+    help="Records longer than --seq-len: keep the start, keep the end, drop them, or stop.",
+)
+@rejects_option
+@click.option("--force", is_flag=True, help="Replace an existing non-empty output directory.")
+@click.option(
+    "--rows-per-file", type=click.IntRange(min=1), default=ROWS_PER_FILE, show_default=True,
+    help="Sequences per Arrow file.",
+)
+@handle_errors
+def pack(
+    input_path: str,
+    output: str,
+    seq_len: int,
+    strategy: str | None,
+    no_pack: bool,
+    truncation: str,
+    rejects: str | None,
+    force: bool,
+    rows_per_file: int,
+) -> None:
+    """Pack tokenized records into fixed-length training shards.
+
+    \b
+    Example:
+      sftdata tokenize --tokenizer tok/ rendered.jsonl | sftdata pack --seq-len 2048 -o shards/
+    """
+    from ..io import open_source, read_table, write_table
+    from ..ops.pack import pack as pack_op
+    from ..shards import ShardWriter, write_manifest
+
+    if no_pack and strategy is not None:
+        raise click.UsageError("--no-pack and --strategy cannot be used together.")
+    if seq_len < 1:
+        raise click.UsageError(f"--seq-len must be at least 1, got {seq_len}.")
+    target = Path(output)
+    if target.exists() and not target.is_dir():
+        raise click.UsageError(f"{output} exists and is not a directory.")
+    if target.is_dir() and any(target.iterdir()) and not force:
+        raise click.UsageError(
+            f"{output} exists and is not empty; pass --force to replace it."
+        )
+
+    source = open_source(input_path)
+    frame = read_table(source)
+    result = pack_op(
+        frame, seq_len=seq_len, strategy="none" if no_pack else (strategy or "bfd"),
+        truncation=truncation, source=source.name,
+    )
+    for message in result.warnings:
+        warn(message)
+
+    with _building(target) as tmp:
+        splits = {}
+        for name, packed in result.splits.items():
+            writer = ShardWriter(tmp, name, rows_per_file=rows_per_file)
+            for batch in packed.batches(rows_per_file):
+                writer.add_packed(**batch)
+            splits[name] = writer.close(seq_len)
+        write_manifest(tmp, {**result.manifest(), "splits": splits})
+    if rejects:
+        write_table(result.dropped, rejects)
+    _report(result, splits, output, rejects)
+
+
+@contextlib.contextmanager
+def _building(target: Path) -> Iterator[Path]:
+    """A temporary sibling directory renamed onto ``target`` only when the block succeeds.
+
+    An existing target (checked empty or --force by the caller) is moved aside first and removed
+    after the rename, so an interrupted run never leaves half a shard set under the final name.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    old = target.with_name(f".{target.name}.old-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+        if target.exists():
+            os.replace(target, old)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _report(result: PackResult, splits: dict, output: str, rejects: str | None) -> None:
+    r = result.report
+    say(
+        f"pack: {r.rows_in} rows in -> {r.rows_packed} packed, {r.rows_dropped} dropped "
+        f"({result.strategy}, seq_len {result.seq_len}) -> {output}"
+    )
+    if r.rows_truncated:
+        say(
+            f"  truncated ({result.truncation}): {r.rows_truncated} rows, "
+            f"{r.supervised_tokens_lost} supervised tokens lost"
+        )
+    for kind, count in sorted(r.dropped.items()):
+        say(f"  dropped {count} rows: {kind.replace('_', ' ')}")
+    if r.rows_dropped:
+        say(f"  dropped rows with their reason: {rejects}" if rejects
+            else "  pass --rejects FILE to write the dropped rows with their reason")
+    for name, entry in splits.items():
+        say(
+            f"  {name}: {entry['sequences']} sequences, {entry['documents']} documents, "
+            f"{entry['tokens']} tokens ({entry['supervised_tokens']} supervised), "
+            f"efficiency {entry['efficiency']:.2%}"
+        )

@@ -1,0 +1,127 @@
+"""`sftdata tokenize`: rendered records -> records with `input_ids`, `labels` and counts."""
+
+from __future__ import annotations
+
+import click
+
+from ..io import read_records, write_json, write_table
+from ._common import handle_errors, input_argument, output_options, rejects_option, say, warn
+
+
+@click.command("tokenize")
+@input_argument
+@click.option(
+    "-t", "--tokenizer", "tokenizer_spec", required=True, metavar="DIR|FILE|NAME",
+    help="HF tokenizer directory or .gguf file; tiktoken .tiktoken file or encoding name.",
+)
+@click.option(
+    "--backend", type=click.Choice(["auto", "hf", "tiktoken"]), default="auto", show_default=True,
+    help="Tokenizer back end (auto: directories and .gguf are HF, other files tiktoken).",
+)
+@click.option(
+    "--special", default=None, metavar="TOKEN=ID,...",
+    help="tiktoken special tokens, e.g. '<|im_start|>=100264,<|im_end|>=100265'.",
+)
+@click.option("--eos", default=None, metavar="TOKEN", help="End-of-sequence token (default: the tokenizer's).")
+@click.option("--pad", default=None, metavar="TOKEN", help="Padding token (default: the tokenizer's, else eos).")
+@click.option(
+    "--train-on", type=click.Choice(["all", "last", "flag"]), default="all", show_default=True,
+    help="Assistant turns trained: all, the last one, or those flagged train=true.",
+)
+@click.option(
+    "--train-eot/--no-train-eot", default=True, show_default=True,
+    help="Train the end-of-turn marker of every trained turn.",
+)
+@click.option("--train-prompt", is_flag=True, help="Train on every token, the prompt included.")
+@click.option("--max-len", type=click.IntRange(min=1), default=None, help="Longest sequence in tokens.")
+@click.option(
+    "--truncation", type=click.Choice(["right", "left", "drop", "fail"]), default=None,
+    help="Rows over --max-len: keep the start (right, default), keep the end (left), drop, fail.",
+)
+@click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None,
+              help="Write the truncation and length report here as JSON.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
+              help="Write a histogram of tokens per record here as PNG.")
+@output_options
+@rejects_option
+@handle_errors
+def tokenize(
+    input_path: str, tokenizer_spec: str, backend: str, special: str | None, eos: str | None,
+    pad: str | None, train_on: str, train_eot: bool, train_prompt: bool, max_len: int | None,
+    truncation: str | None, report_path: str | None, plot_path: str | None, output: str,
+    to: str | None, rejects: str | None,
+) -> None:
+    """Tokenize rendered records into input_ids and labels (-100 where not trained).
+
+    \b
+    Example:
+      sftdata render-template -t chatml chats.jsonl | sftdata tokenize -t tok/ --max-len 2048 > tok.jsonl
+    """
+    if truncation is not None and max_len is None:
+        raise click.UsageError("--truncation needs --max-len.")
+    if special and backend == "hf":
+        raise click.UsageError("--special applies to tiktoken tokenizers only.")
+    if plot_path is not None and not plot_path.lower().endswith(".png"):
+        raise click.UsageError("--plot writes a PNG; give a file name ending in .png.")
+    from ..ops.tokenize import plot_lengths
+    from ..ops.tokenize import tokenize as op
+    from ..tokenizers import TokenizerError, load_tokenizer, parse_specials
+
+    try:
+        tok = load_tokenizer(tokenizer_spec, backend, parse_specials(special), eos=eos, pad=pad)
+    except TokenizerError as exc:
+        raise click.UsageError(str(exc)) from None
+    if special and tok.backend == "hf":
+        raise click.UsageError("--special applies to tiktoken tokenizers only.")
+    df = read_records(input_path)
+    result = op(
+        df, tok, train_on=train_on, train_eot=train_eot, train_prompt=train_prompt,
+        max_len=max_len, truncation=truncation or "right",
+        source=None if input_path == "-" else input_path,
+    )
+    report = result.report
+    unsupervised = report["rows_no_supervised"]
+    if unsupervised and rejects is None:
+        first = result.rejects.filter(result.rejects["reason"].str.contains("no supervised"))
+        raise _no_supervised_error(unsupervised, first["reason"][0])
+    write_table(result.records, output, to)
+    if rejects is not None:
+        write_table(result.rejects, rejects)
+    if report_path:
+        write_json(report, report_path)
+    if plot_path:
+        plot_lengths(result.lengths, plot_path, max_len)
+    _summarize(report, rejects)
+
+
+def _no_supervised_error(count: int, reason: str) -> Exception:
+    from ..errors import DataError
+
+    return DataError(
+        f"{count} row(s) would have no supervised token ({reason})",
+        fix="pass --rejects FILE to drop them with a reason, raise --max-len, or change --train-on",
+    )
+
+
+def _summarize(report: dict, rejects: str | None) -> None:
+    lengths = report["length_before_truncation"]
+    say(
+        f"tokenize: {report['rows_in']} rows in, {report['rows_out']} out, "
+        f"{report['rows_dropped']} dropped; {report['tokens']} tokens, "
+        f"{report['supervised_tokens']} supervised"
+    )
+    say(
+        f"tokenize: tokens per row min {lengths['min']}, median {lengths['median']}, "
+        f"p95 {lengths['p95']}, max {lengths['max']}"
+    )
+    if report["rows_truncated"]:
+        warn(
+            f"{report['rows_truncated']} rows truncated ({report['truncation']}), "
+            f"{report['supervised_tokens_lost']} supervised tokens lost"
+        )
+    if report["rows_too_long_dropped"]:
+        warn(f"{report['rows_too_long_dropped']} rows longer than --max-len dropped")
+    if report["rows_no_supervised"]:
+        warn(f"{report['rows_no_supervised']} rows with no supervised token dropped")
+    if report["rows_dropped"] and rejects:
+        say(f"tokenize: dropped rows written to {rejects} with a reason")

@@ -1,0 +1,379 @@
+"""MinHash signatures and LSH banding, vectorized with numpy; shared by dedup and leakcheck.
+
+Signatures are bit-for-bit those of ``datasketch.MinHash(num_perm, seed)`` (its default
+"affine32" scheme) updated with each shingle's UTF-8 bytes: the same SHA-1 based 32-bit hash,
+the same MurmurHash3 pre-mix, the same seeded permutations ``a * h + b mod 2**32``. What
+differs is how the work is done: every shingle of a chunk of documents is hashed in one pass,
+the permutations are applied to a whole block of shingles as one matrix operation, each
+document's minimum is a segmented ``minimum.reduceat``, and large inputs are spread over
+processes. Memory stays bounded: only one chunk of shingles lives at a time.
+
+LSH banding (:func:`candidate_pairs`, :func:`cross_pairs`) sorts 64-bit band keys instead of
+filling Python dicts; a pair is reported only when its band values are really equal, so a key
+collision never invents a candidate.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from hashlib import sha1
+from typing import Any, TypeVar
+
+import numpy as np
+
+from .text import normalize, words
+
+T = TypeVar("T")
+UNITS = ("word", "char")
+MAX_HASH = np.uint32(0xFFFFFFFF)  # an empty MinHash: datasketch's initial value
+
+CHUNK_DOCS = 1024  # documents per unit of work (one pickle to a worker process)
+BLOCK_SHINGLES = 8192  # shingles per permutation block: keeps the (num_perm, block) matrix in cache
+PARALLEL_MIN_DOCS = 4096  # below this, starting processes costs more than it saves
+
+# MurmurHash3 fmix32 constants, as datasketch's _fmix(hv, 32)
+_FMIX32 = (np.uint32(16), np.uint32(0x85EBCA6B), np.uint32(13), np.uint32(0xC2B2AE35))
+
+
+# --------------------------------------------------------------------------- shingles
+
+
+def shingles(text: str, n: int = 5, unit: str = "word") -> list[str]:
+    """Word n-grams (of normalized words) or character n-grams of the normalized text.
+
+    A text shorter than ``n`` gives one shingle, the whole (normalized) text, so the result is
+    empty only for an empty text. Repeated n-grams are kept; callers compare them as sets.
+    """
+    _check_shingle_args(n, unit)
+    return [g.decode("utf-8") for g in _shingle_bytes(normalize(text), n, unit)]
+
+
+def _check_shingle_args(n: int, unit: str) -> None:
+    if unit not in UNITS:
+        raise ValueError(f"unit must be one of {', '.join(UNITS)}, got {unit!r}")
+    if n < 1:
+        raise ValueError(f"n-gram size must be at least 1, got {n}")
+
+
+def _shingle_bytes(norm: str, n: int, unit: str) -> list[bytes]:
+    """The shingles of already-normalized text as UTF-8 bytes (the hot path of signatures)."""
+    if unit == "char":
+        if len(norm) <= n:
+            return [norm.encode("utf-8")] if norm else []
+        return [norm[i : i + n].encode("utf-8") for i in range(len(norm) - n + 1)]
+    ws = words(norm)
+    if not ws:
+        return [norm.encode("utf-8")] if norm else []
+    # Words hold no spaces, so one encode + split is much faster than encoding each word.
+    wb = " ".join(ws).encode("utf-8").split(b" ")
+    if len(wb) <= n:
+        return [b" ".join(wb)]
+    return list(map(b" ".join, zip(*(wb[k:] for k in range(n)), strict=False)))
+
+
+def jaccard(a: Iterable[str], b: Iterable[str]) -> float:
+    """Exact Jaccard similarity of two shingle collections, compared as sets (1.0 when both empty)."""
+    sa, sb = set(a), set(b)
+    if not sa and not sb:
+        return 1.0
+    return len(sa & sb) / len(sa | sb)
+
+
+def estimate_jaccard(sig_a: np.ndarray, sig_b: np.ndarray) -> float:
+    """Share of equal signature values: the MinHash estimate of Jaccard similarity."""
+    if sig_a.shape != sig_b.shape:
+        raise ValueError(f"signatures differ in shape: {sig_a.shape} vs {sig_b.shape}")
+    return float(np.count_nonzero(sig_a == sig_b)) / float(sig_a.shape[-1])
+
+
+# --------------------------------------------------------------------------- signatures
+
+
+@functools.lru_cache(maxsize=16)
+def permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(a, b) as datasketch's affine32 scheme draws them: a odd, both uint32, from RandomState(seed)."""
+    if num_perm < 1:
+        raise ValueError(f"num_perm must be positive, got {num_perm}")
+    gen = np.random.RandomState(seed)
+    a = gen.randint(0, 1 << 31, num_perm, dtype=np.uint32) * np.uint32(2) + np.uint32(1)
+    b = gen.randint(0, 1 << 32, num_perm, dtype=np.uint32)
+    a.setflags(write=False)
+    b.setflags(write=False)
+    return a, b
+
+
+def _fmix32(h: np.ndarray) -> np.ndarray:
+    s1, m1, s2, m2 = _FMIX32
+    h = h ^ (h >> s1)
+    h = h * m1
+    h = h ^ (h >> s2)
+    h = h * m2
+    return h ^ (h >> s1)
+
+
+def _hash32(grams: list[bytes]) -> np.ndarray:
+    """datasketch's sha1_hash32 of every shingle: the first 4 digest bytes, little-endian."""
+    digests = b"".join([sha1(g).digest() for g in grams])
+    return np.frombuffer(digests, dtype="<u4")[::5].astype(np.uint32)
+
+
+def _chunk_signatures(
+    texts: Sequence[str], num_perm: int, ngram: int, unit: str, seed: int,
+    strip_punctuation: bool = False,
+) -> np.ndarray:
+    norms = [normalize(t, strip_punctuation=strip_punctuation) for t in texts]
+    return normalized_signatures(norms, num_perm, ngram, unit, seed)
+
+
+def normalized_signatures(
+    norms: Sequence[str], num_perm: int, ngram: int, unit: str, seed: int
+) -> np.ndarray:
+    """uint32 signatures (len(norms), num_perm) of already-normalized texts; empty ones get MAX_HASH.
+
+    For callers that normalize once for several purposes (dedup also hashes the normalized text).
+    """
+    a, b = permutations(num_perm, seed)
+    grams: list[bytes] = []
+    counts = np.empty(len(norms), dtype=np.int64)
+    for i, norm in enumerate(norms):
+        doc = _shingle_bytes(norm, ngram, unit)
+        counts[i] = len(doc)
+        grams.extend(doc)
+    out = np.full((len(norms), num_perm), MAX_HASH, dtype=np.uint32)
+    if not grams:
+        return out
+    hashed = _fmix32(_hash32(grams))
+    ends = np.cumsum(counts)
+    starts = ends - counts
+    # Blocks of whole documents, each about BLOCK_SHINGLES shingles, so the permuted matrix
+    # stays small; a document longer than a block is a block of its own.
+    doc = 0
+    while doc < len(norms):
+        last = int(np.searchsorted(ends, starts[doc] + BLOCK_SHINGLES, side="right"))
+        last = max(last, doc + 1)
+        lo, hi = int(starts[doc]), int(ends[last - 1])
+        if hi > lo:
+            # (num_perm, shingles): each document is a contiguous run along the last axis,
+            # which makes the segmented minimum several times faster than the transpose.
+            block = np.multiply.outer(a, hashed[lo:hi])
+            block += b[:, None]
+            present = np.flatnonzero(counts[doc:last]) + doc  # reduceat needs non-empty segments
+            out[present] = np.minimum.reduceat(block, starts[present] - lo, axis=1).T
+        doc = last
+    return out
+
+
+def default_workers() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def signature_chunks(
+    texts: Iterable[Sequence[str]],
+    *,
+    num_perm: int = 128,
+    ngram: int = 5,
+    unit: str = "word",
+    seed: int = 1,
+    workers: int | None = None,
+    strip_punctuation: bool = False,
+) -> Iterator[np.ndarray]:
+    """Signatures (uint32) for a stream of text chunks, in order, one array per chunk.
+
+    The streaming form of :func:`signatures` for inputs too large to hold as Python strings:
+    at most two chunks per worker are in flight. ``workers > 1`` uses that many processes.
+    """
+    _check_shingle_args(ngram, unit)
+    permutations(num_perm, seed)  # validate num_perm before any process starts
+    workers = default_workers() if workers is None else workers
+    yield from map_chunks(
+        _chunk_signatures, texts, num_perm, ngram, unit, seed, strip_punctuation, workers=workers
+    )
+
+
+def map_chunks(
+    func: Callable[..., T], chunks: Iterable[Sequence[str]], *args: Any, workers: int = 1
+) -> Iterator[T]:
+    """``func(chunk, *args)`` for every chunk, in order, over ``workers`` processes.
+
+    At most two chunks per worker are in flight, so a long stream never piles up in memory.
+    ``func`` must be a module-level function (it is pickled to the workers).
+    """
+    if workers <= 1:
+        for chunk in chunks:
+            yield func(chunk, *args)
+        return
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    # spawn, not fork: the parent may hold Polars' thread pool, which fork would copy locked.
+    with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+        pending: collections.deque[cf.Future] = collections.deque()
+        for chunk in chunks:
+            pending.append(pool.submit(func, list(chunk), *args))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def signatures(
+    texts: Sequence[str],
+    *,
+    num_perm: int = 128,
+    ngram: int = 5,
+    unit: str = "word",
+    seed: int = 1,
+    workers: int | None = None,
+) -> np.ndarray:
+    """MinHash signatures, shape (len(texts), num_perm), uint64, equal to datasketch's values.
+
+    Each row equals ``datasketch.MinHash(num_perm=num_perm, seed=seed)`` updated with
+    ``s.encode("utf-8")`` for every ``s`` in ``shingles(text, ngram, unit)``. Work is spread
+    over ``workers`` processes (default: all cores) when there are enough texts to pay for it.
+    """
+    if workers is None:
+        workers = default_workers()
+    if len(texts) < PARALLEL_MIN_DOCS:
+        workers = 1
+    chunks = (texts[i : i + CHUNK_DOCS] for i in range(0, len(texts), CHUNK_DOCS))
+    parts = list(
+        signature_chunks(chunks, num_perm=num_perm, ngram=ngram, unit=unit, seed=seed,
+                         workers=workers)
+    )
+    if not parts:
+        return np.empty((0, num_perm), dtype=np.uint64)
+    return np.concatenate(parts).astype(np.uint64)
+
+
+# --------------------------------------------------------------------------- LSH
+
+
+@functools.lru_cache(maxsize=64)
+def optimal_bands(
+    threshold: float, num_perm: int, fp_weight: float = 0.5, fn_weight: float = 0.5
+) -> tuple[int, int]:
+    """(bands, rows) minimizing the weighted false-positive and false-negative areas.
+
+    The same search and integrals as datasketch's ``MinHashLSH._optimal_param``, so an index
+    built here and one built by datasketch for the same threshold use the same banding.
+    """
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must be between 0 and 1, got {threshold}")
+    if num_perm < 1:
+        raise ValueError(f"num_perm must be positive, got {num_perm}")
+    from scipy.integrate import quad
+
+    best, opt = float("inf"), (0, 0)
+    for b in range(1, num_perm + 1):
+        for r in range(1, num_perm // b + 1):
+            fp, _ = quad(lambda s, b=b, r=r: 1 - (1 - s ** float(r)) ** float(b), 0.0, threshold)
+            fn, _ = quad(lambda s, b=b, r=r: 1 - (1 - (1 - s ** float(r)) ** float(b)), threshold, 1.0)
+            error = fp * fp_weight + fn * fn_weight
+            if error < best:
+                best, opt = error, (b, r)
+    return opt
+
+
+def _check_banding(sigs: np.ndarray, bands: int, rows: int) -> None:
+    if sigs.ndim != 2:
+        raise ValueError(f"signatures must be a 2-D array, got shape {sigs.shape}")
+    if bands < 1 or rows < 1 or bands * rows > sigs.shape[1]:
+        raise ValueError(
+            f"{bands} bands x {rows} rows needs {bands * rows} signature values, "
+            f"the signatures have {sigs.shape[1]}"
+        )
+
+
+def _band_keys(band: np.ndarray) -> np.ndarray:
+    """A 64-bit key per row of a band (values < 2**32): a multiply-xorshift mix of the columns."""
+    key = np.zeros(band.shape[0], dtype=np.uint64)
+    mult = np.uint64(0x9E3779B97F4A7C15)
+    for col in range(band.shape[1]):
+        key ^= band[:, col].astype(np.uint64)
+        key *= mult
+        key ^= key >> np.uint64(29)
+    return key
+
+
+def _pairs_within_groups(order: np.ndarray, sorted_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every (earlier, later) pair of positions in ``order`` whose keys are equal."""
+    n = sorted_keys.shape[0]
+    if n < 2:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    new_group = np.empty(n, dtype=bool)
+    new_group[0] = True
+    np.not_equal(sorted_keys[1:], sorted_keys[:-1], out=new_group[1:])
+    group_start = np.flatnonzero(new_group)
+    group_end = np.append(group_start[1:], n)
+    end_of = np.repeat(group_end, group_end - group_start)  # group end for every position
+    later = end_of - np.arange(n) - 1  # how many later members each position pairs with
+    total = int(later.sum())
+    if total == 0:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    left_pos = np.repeat(np.arange(n), later)
+    first_out = np.cumsum(later) - later
+    right_pos = left_pos + 1 + (np.arange(total) - np.repeat(first_out, later))
+    return order[left_pos], order[right_pos]
+
+
+def _unique_pairs(parts: list[tuple[np.ndarray, np.ndarray]], n_right: int) -> np.ndarray:
+    if not parts:
+        return np.empty((0, 2), dtype=np.int64)
+    left = np.concatenate([p[0] for p in parts]).astype(np.int64)
+    right = np.concatenate([p[1] for p in parts]).astype(np.int64)
+    codes = np.unique(left * max(n_right, 1) + right)  # sorted by (left, right)
+    return np.stack([codes // max(n_right, 1), codes % max(n_right, 1)], axis=1)
+
+
+def candidate_pairs(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """Pairs (i, j), i < j, that share a bucket in at least one band: unique, sorted, int64 (k, 2).
+
+    A group of m documents with an identical band gives all m*(m-1)/2 pairs.
+    """
+    _check_banding(sigs, bands, rows)
+    parts = []
+    for band in range(bands):
+        values = np.ascontiguousarray(sigs[:, band * rows : (band + 1) * rows])
+        keys = _band_keys(values)
+        order = np.argsort(keys, kind="stable")
+        left, right = _pairs_within_groups(order, keys[order])
+        same = np.all(values[left] == values[right], axis=1)  # drop 64-bit key collisions
+        lo, hi = np.minimum(left, right)[same], np.maximum(left, right)[same]
+        parts.append((lo, hi))
+    return _unique_pairs(parts, sigs.shape[0])
+
+
+def cross_pairs(sigs_a: np.ndarray, sigs_b: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """Pairs (index in a, index in b) sharing a bucket in at least one band: unique, sorted (k, 2)."""
+    _check_banding(sigs_a, bands, rows)
+    _check_banding(sigs_b, bands, rows)
+    if sigs_a.shape[1] != sigs_b.shape[1]:
+        raise ValueError(
+            f"signatures differ in num_perm: {sigs_a.shape[1]} vs {sigs_b.shape[1]}"
+        )
+    parts = []
+    for band in range(bands):
+        cols = slice(band * rows, (band + 1) * rows)
+        va = np.ascontiguousarray(sigs_a[:, cols])
+        vb = np.ascontiguousarray(sigs_b[:, cols])
+        ka, kb = _band_keys(va), _band_keys(vb)
+        order_b = np.argsort(kb, kind="stable")
+        sorted_b = kb[order_b]
+        lo = np.searchsorted(sorted_b, ka, side="left")
+        hi = np.searchsorted(sorted_b, ka, side="right")
+        counts = hi - lo
+        total = int(counts.sum())
+        if total == 0:
+            continue
+        left = np.repeat(np.arange(len(ka)), counts)
+        first_out = np.cumsum(counts) - counts
+        right = order_b[np.repeat(lo, counts) + (np.arange(total) - np.repeat(first_out, counts))]
+        same = np.all(va[left] == vb[right], axis=1)
+        parts.append((left[same], right[same]))
+    return _unique_pairs(parts, sigs_b.shape[0])

@@ -1,0 +1,228 @@
+"""Convert source rows of any known format into canonical records.
+
+Pure: the caller reads the input (sftdata.io.iter_input_batches) and writes the output. A
+:class:`Converter` is fed batches in order and keeps the counts; formats whose rows stand alone
+stream, a flat OASST message table is gathered and converted at :meth:`Converter.finish`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import polars as pl
+
+from ..errors import DataError, UsageProblem
+from ..formats import FORMATS, Options, RowProblem, detect, explain_unknown, oasst
+from ..io import InputBatch, RawRow
+from ..schema import RECORD_SCHEMA
+
+FORMAT_NAMES = tuple(FORMATS)
+REJECT_SCHEMA = {
+    "file": pl.String(),
+    "line": pl.Int64(),
+    "row": pl.Int64(),
+    "reason": pl.String(),
+    "original": pl.String(),
+}
+
+
+@dataclass
+class BatchResult:
+    records: pl.DataFrame
+    rejects: pl.DataFrame
+
+
+@dataclass
+class ConvertResult:
+    """What :func:`convert` returns: the records, the rejected rows and the counts."""
+
+    records: pl.DataFrame
+    rejects: pl.DataFrame
+    fmt: str | None
+    rows_in: int
+    rows_rejected: int
+
+    def summary(self) -> str:
+        return summary(self.fmt, self.rows_in, self.rows_rejected, self.records.height)
+
+
+def summary(fmt: str | None, rows_in: int, rejected: int, records_out: int) -> str:
+    converted = rows_in - rejected
+    head = f"{rows_in} rows in = {converted if records_out != converted else records_out}"
+    if records_out == converted:
+        return f"{head} records out + {rejected} rejected ({fmt or 'no rows'})"
+    return (f"{head} converted + {rejected} rejected; the converted rows gave "
+            f"{records_out} records ({fmt})")
+
+
+@dataclass
+class Converter:
+    """Turns input batches into record frames; one per input file."""
+
+    file: str
+    fmt: str | None = None
+    opts: Options = field(default_factory=Options)
+    mapping: dict[str, str] = field(default_factory=dict)  # target key -> source key
+    keep_going: bool = False  # False: the first bad row raises; True: it becomes a reject
+    rows_in: int = 0
+    rows_rejected: int = 0
+    records_out: int = 0
+    _flat: list[RawRow] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.fmt is not None and self.fmt not in FORMATS:
+            raise UsageProblem(f"unknown format {self.fmt!r}; choose one of {', '.join(FORMATS)}")
+        self._rename = {src: dst for dst, src in self.mapping.items()}
+
+    def feed(self, batch: InputBatch) -> BatchResult:
+        if self.fmt is None and batch.first is not None:
+            self.fmt = self._detect(batch.first)
+        adapter = FORMATS[self.fmt] if self.fmt else None
+        if adapter is not None and batch.frame is not None and hasattr(adapter, "fast"):
+            frame = self._rename_frame(batch.frame)
+            fast = adapter.fast(frame, self.opts) if frame is not None else None
+            if fast is not None:
+                self.rows_in += batch.frame.height
+                self.records_out += fast.height
+                return BatchResult(fast, _rejects_frame([]))
+        records: list[dict[str, Any]] = []
+        rejects: list[dict[str, Any]] = []
+        for raw in batch.rows():
+            self.rows_in += 1
+            if raw.error is not None:
+                self._problem(raw, raw.error, rejects)
+                continue
+            value = self._rename_row(raw.value)
+            if self.fmt == "oasst" and (oasst.is_flat(value) or self._flat):
+                self._flat.append(RawRow(value, raw.line, raw.row, raw.raw))
+                continue
+            try:
+                records += adapter.to_records(value, self.opts)
+            except RowProblem as p:
+                self._problem(raw, self._error(raw, p), rejects)
+        self.records_out += len(records)
+        return BatchResult(_records_frame(records), _rejects_frame(rejects))
+
+    def finish(self) -> BatchResult:
+        """Rows that needed the whole file (a flat OASST table) are converted here."""
+        if not self._flat:
+            return BatchResult(_records_frame([]), _rejects_frame([]))
+        rejects: list[dict[str, Any]] = []
+        good = []
+        for raw in self._flat:
+            try:
+                oasst.check_flat_row(raw.value)
+                oasst.normalize_role(raw.value.get("role"), "role", self.opts)
+                if not isinstance(raw.value.get("text"), str):
+                    raise RowProblem("text", "missing or not a string", "give every message a text")
+            except RowProblem as p:
+                self._problem(raw, self._error(raw, p), rejects)
+                continue
+            good.append(raw)
+        rows = [r.value for r in good]
+        for i in reversed(oasst.orphans(rows)):
+            raw = good.pop(i)
+            problem = RowProblem("parent_id", "its parent message is not in the file",
+                                 "include the whole tree, or drop the message")
+            self._problem(raw, self._error(raw, problem), rejects)
+        self._flat = []
+        try:
+            records = oasst.flat_to_records([r.value for r in good], self.opts)
+        except RowProblem as p:  # already checked row by row; kept for safety
+            raise DataError(p.message, file=self.file, field=p.field, fix=p.fix) from None
+        self.records_out += len(records)
+        return BatchResult(_records_frame(records), _rejects_frame(rejects))
+
+    def summary(self) -> str:
+        return summary(self.fmt, self.rows_in, self.rows_rejected, self.records_out)
+
+    # ---------------------------------------------------------------- helpers
+
+    def _detect(self, first: RawRow) -> str:
+        if first.error is not None:
+            raise first.error
+        value = self._rename_row(first.value)
+        missing = [src for src in self.mapping.values()
+                   if not isinstance(first.value, dict) or src not in first.value]
+        if missing:
+            raise UsageProblem(f"--map: column {missing[0]!r} is not in {self.file}")
+        fmt = detect(value)
+        if fmt is None:
+            raise DataError(
+                f"cannot tell the source format: {explain_unknown(value)}",
+                file=self.file, line=first.line, row=first.row if first.line is None else None,
+                fix=f"force a format with --from ({', '.join(FORMATS)}) or rename columns "
+                    "with --map TARGET=COLUMN",
+            )
+        return fmt
+
+    def _rename_row(self, value: Any) -> Any:
+        if not self._rename or not isinstance(value, dict):
+            return value
+        return {self._rename.get(k, k): v for k, v in value.items()}
+
+    def _rename_frame(self, frame: pl.DataFrame) -> pl.DataFrame | None:
+        if not self._rename:
+            return frame
+        renames = {k: v for k, v in self._rename.items() if k in frame.columns}
+        if any(v in frame.columns and v not in renames for v in renames.values()):
+            return None  # a mapped name collides with an existing column: the row path decides
+        return frame.rename(renames)
+
+    def _error(self, raw: RawRow, problem: RowProblem) -> DataError:
+        return DataError(problem.message, file=self.file, line=raw.line,
+                         row=raw.row if raw.line is None else None,
+                         field=problem.field, fix=problem.fix)
+
+    def _problem(self, raw: RawRow, error: DataError, rejects: list[dict[str, Any]]) -> None:
+        if not self.keep_going:
+            raise error
+        self.rows_rejected += 1
+        reason = DataError(error.message, field=error.field)
+        rejects.append({"file": self.file, "line": raw.line, "row": raw.row,
+                        "reason": str(reason), "original": raw.original_text()})
+
+
+def _records_frame(records: list[dict[str, Any]]) -> pl.DataFrame:
+    return pl.DataFrame(records, schema=RECORD_SCHEMA)
+
+
+def _rejects_frame(rejects: list[dict[str, Any]]) -> pl.DataFrame:
+    return pl.DataFrame(rejects, schema=REJECT_SCHEMA)
+
+
+def convert(
+    data: pl.DataFrame | list[Any],
+    fmt: str | None = None,
+    *,
+    source: str = "memory",
+    mapping: dict[str, str] | None = None,
+    roles: dict[str, str] | None = None,
+    template: str | None = None,
+    task: str | None = None,
+    oasst_best: bool = False,
+    keep_going: bool = False,
+) -> ConvertResult:
+    """Records from rows in memory (a frame, or a list of dicts / strings).
+
+    ``fmt=None`` detects the format from the first row. With ``keep_going`` bad rows are
+    returned in ``rejects`` instead of raising :class:`DataError`.
+    """
+    opts = Options(source=source, roles=roles or {}, template=template, oasst_best=oasst_best,
+                   task=task)
+    conv = Converter(source, fmt, opts, mapping or {}, keep_going)
+    if isinstance(data, pl.DataFrame):
+        rows = [RawRow(r, row=i + 1) for i, r in enumerate(data.iter_rows(named=True))]
+        batch = InputBatch(data, rows[0] if rows else None, lambda: rows)
+    else:
+        rows = [RawRow(r, row=i + 1) for i, r in enumerate(data)]
+        batch = InputBatch(None, rows[0] if rows else None, lambda: rows)
+    parts = [conv.feed(batch), conv.finish()] if rows else [conv.finish()]
+    return ConvertResult(
+        records=pl.concat([p.records for p in parts]),
+        rejects=pl.concat([p.rejects for p in parts]),
+        fmt=conv.fmt,
+        rows_in=conv.rows_in,
+        rows_rejected=conv.rows_rejected,
+    )

@@ -1,0 +1,338 @@
+"""Drop exact and near-duplicate records; every dropped row says which record it duplicates.
+
+Two stages, each optional (``mode``):
+  exact  records whose chosen view is identical after normalization (NFKC, case folding,
+         whitespace; punctuation optionally) are one cluster;
+  near   MinHash LSH over the survivors of the exact stage: candidate pairs share a band,
+         optionally verified by exact Jaccard of their shingle sets, then joined into clusters
+         by union-find (so similarity is transitive inside a cluster).
+One record per cluster is kept by the ``keep`` policy (first, longest, or the highest value of a
+numeric column; ties go to the earliest row). Kept rows leave in input order with their columns
+unchanged, so running dedup on its own output drops nothing.
+
+Records whose view is empty (e.g. ``on="prompt"`` for records without a prompt) are never
+compared: they are kept and counted in ``DedupResult.not_compared``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from hashlib import blake2b
+
+import numpy as np
+import polars as pl
+
+from .. import minhash
+from ..errors import UsageProblem
+from ..text import VIEWS, normalize, view_expr
+
+MODES = ("exact", "near", "both")
+KEEP_POLICIES = ("first", "longest")
+DUPE_COLUMNS = {
+    "cluster_id": pl.Int64(),
+    "kept_id": pl.String(),
+    "similarity": pl.Float64(),
+    "reason": pl.String(),
+}
+CHUNK_ROWS = minhash.CHUNK_DOCS
+
+
+@dataclass
+class DedupResult:
+    kept: pl.DataFrame  # the input's kept rows, input order, columns unchanged
+    dupes: pl.DataFrame  # dropped rows + cluster_id, kept_id, similarity, reason
+    rows_in: int
+    dropped_exact: int
+    dropped_near: int
+    clusters: int  # clusters that lost at least one row
+    not_compared: int  # rows with an empty view, kept without comparison
+    bands: int = 0
+    rows_per_band: int = 0
+    candidate_pairs: int = 0
+    rejected_pairs: int = 0  # candidates whose exact Jaccard fell below the threshold (verify)
+
+    @property
+    def dropped(self) -> int:
+        return self.dropped_exact + self.dropped_near
+
+
+def dedup(
+    df: pl.DataFrame,
+    *,
+    mode: str = "both",
+    on: str = "conversation",
+    threshold: float = 0.8,
+    num_perm: int = 128,
+    ngram: int = 5,
+    unit: str = "word",
+    punctuation: bool = False,
+    verify: bool = False,
+    keep: str = "first",
+    seed: int = 1,
+    workers: int | None = None,
+) -> DedupResult:
+    """Drop exact and near-duplicate records (see the module docstring for the rules)."""
+    _check_arguments(df, mode, on, threshold, num_perm, ngram, unit, keep)
+    n = df.height
+    view = df.select(view_expr(on).alias("view")).to_series() if n else pl.Series([], dtype=pl.String)
+    near = mode in ("near", "both")
+    if workers is None:
+        workers = minhash.default_workers()
+    if n < minhash.PARALLEL_MIN_DOCS:
+        workers = 1
+
+    keys, empty, sigs = _features(view, near, punctuation, num_perm, ngram, unit, seed, workers)
+    rank = _keep_rank(df, view, keep)
+    result = DedupResult(df, df.head(0), n, 0, 0, 0, int(empty.sum()))
+    # exact_rep[i]: the row i is an exact copy of (i itself if none); near_rep likewise for the
+    # near stage, which sees only exact representatives; similarity[i]: i versus near_rep[i].
+    exact_rep = np.arange(n)
+    near_rep = np.arange(n)
+    similarity = np.ones(n)
+    if mode in ("exact", "both"):
+        exact_rep = _exact_stage(keys, empty, rank)
+    if near:
+        alive = np.flatnonzero((exact_rep == np.arange(n)) & ~empty)
+        _near_stage(view, sigs, alive, rank, near_rep, similarity, result,
+                    threshold=threshold, verify=verify, ngram=ngram, unit=unit,
+                    punctuation=punctuation)
+    return _assemble(df, exact_rep, near_rep, similarity, result)
+
+
+def _check_arguments(
+    df: pl.DataFrame, mode: str, on: str, threshold: float, num_perm: int, ngram: int,
+    unit: str, keep: str,
+) -> None:
+    problems = []
+    if mode not in MODES:
+        problems.append(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if on not in VIEWS:
+        problems.append(f"on must be one of {', '.join(VIEWS)}, got {on!r}")
+    if not 0.0 < threshold <= 1.0:
+        problems.append(f"threshold must be in (0, 1], got {threshold}")
+    if num_perm < 1:
+        problems.append(f"num_perm must be at least 1, got {num_perm}")
+    if ngram < 1:
+        problems.append(f"ngram must be at least 1, got {ngram}")
+    if unit not in minhash.UNITS:
+        problems.append(f"unit must be one of {', '.join(minhash.UNITS)}, got {unit!r}")
+    if keep not in KEEP_POLICIES:
+        if keep not in df.columns:
+            problems.append(
+                f"--keep {keep}: no such column; use first, longest or a numeric column "
+                f"({', '.join(numeric_columns(df)) or 'the input has none'})"
+            )
+        elif not df.schema[keep].is_numeric():
+            problems.append(
+                f"--keep {keep}: column is {df.schema[keep]}, not numeric; use first, longest "
+                f"or a numeric column ({', '.join(numeric_columns(df)) or 'the input has none'})"
+            )
+    if problems:
+        raise UsageProblem("; ".join(problems))
+
+
+def numeric_columns(df: pl.DataFrame) -> list[str]:
+    return [name for name, dtype in df.schema.items() if dtype.is_numeric()]
+
+
+# --------------------------------------------------------------------------- features
+
+
+def chunk_features(
+    texts: list[str], near: bool, punctuation: bool, num_perm: int, ngram: int, unit: str,
+    seed: int,
+) -> tuple[bytes, np.ndarray, np.ndarray | None]:
+    """One pass over a chunk of view texts: 16-byte exact keys, empty flags, MinHash signatures.
+
+    Normalizing once serves both stages. Module-level so worker processes can run it.
+    """
+    norms = [normalize(t or "", strip_punctuation=punctuation) for t in texts]
+    keys = b"".join([blake2b(s.encode("utf-8"), digest_size=16).digest() for s in norms])
+    empty = np.array([not s for s in norms], dtype=bool)
+    sigs = minhash.normalized_signatures(norms, num_perm, ngram, unit, seed) if near else None
+    return keys, empty, sigs
+
+
+def _features(
+    view: pl.Series, near: bool, punctuation: bool, num_perm: int, ngram: int, unit: str,
+    seed: int, workers: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Exact keys (n, 2) uint64, empty flags (n,), signatures (n, num_perm) uint32 or None.
+
+    The view is handed out in chunks, so only a chunk's Python strings exist at any time.
+    """
+    n = view.len()
+    keys = np.empty((n, 2), dtype=np.uint64)
+    empty = np.zeros(n, dtype=bool)
+    sigs = np.empty((n, num_perm), dtype=np.uint32) if near else None
+    chunks = (view.slice(i, CHUNK_ROWS).to_list() for i in range(0, n, CHUNK_ROWS))
+    args = (near, punctuation, num_perm, ngram, unit, seed)
+    start = 0
+    for key_bytes, chunk_empty, chunk_sigs in minhash.map_chunks(
+        chunk_features, chunks, *args, workers=workers
+    ):
+        stop = start + chunk_empty.shape[0]
+        keys[start:stop] = np.frombuffer(key_bytes, dtype=np.uint64).reshape(-1, 2)
+        empty[start:stop] = chunk_empty
+        if sigs is not None:
+            sigs[start:stop] = chunk_sigs
+        start = stop
+    return keys, empty, sigs
+
+
+def _keep_rank(df: pl.DataFrame, view: pl.Series, keep: str) -> np.ndarray:
+    """rank[i] < rank[j] when row i is preferred; ties always go to the earlier row."""
+    n = df.height
+    if keep == "first" or n == 0:
+        return np.arange(n)
+    if keep == "longest":
+        score = view.str.len_chars().fill_null(0).to_numpy().astype(np.float64)
+    else:
+        score = df[keep].cast(pl.Float64).fill_nan(None).fill_null(-np.inf).to_numpy()
+    order = np.lexsort((np.arange(n), -score))  # highest score first, then input order
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n)
+    return rank
+
+
+def _best_of_groups(labels: np.ndarray, members: np.ndarray, rank: np.ndarray) -> np.ndarray:
+    """For each member, the best-ranked member with the same label."""
+    order = np.lexsort((rank[members], labels))
+    sorted_labels = labels[order]
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = sorted_labels[1:] != sorted_labels[:-1]
+    group_of = np.cumsum(first) - 1
+    winners = members[order][first]
+    best = np.empty(len(members), dtype=np.int64)
+    best[order] = winners[group_of]
+    return best
+
+
+# --------------------------------------------------------------------------- stages
+
+
+def _exact_stage(keys: np.ndarray, empty: np.ndarray, rank: np.ndarray) -> np.ndarray:
+    """For each row, the preferred row with the same normalized view (itself when unique)."""
+    rep = np.arange(keys.shape[0])
+    members = np.flatnonzero(~empty)
+    if members.size == 0:
+        return rep
+    k = keys[members]
+    order = np.lexsort((k[:, 1], k[:, 0]))
+    sorted_k = k[order]
+    new = np.ones(len(order), dtype=bool)
+    new[1:] = np.any(sorted_k[1:] != sorted_k[:-1], axis=1)
+    labels = np.empty(len(order), dtype=np.int64)
+    labels[order] = np.cumsum(new) - 1
+    rep[members] = _best_of_groups(labels, members, rank)
+    return rep
+
+
+class UnionFind:
+    """Disjoint sets over 0..n-1 with path halving and union by size."""
+
+    def __init__(self, n: int) -> None:
+        self.parent = list(range(n))
+        self.size = [1] * n
+
+    def find(self, x: int) -> int:
+        parent = self.parent
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra == rb:
+            return
+        if self.size[ra] < self.size[rb]:
+            ra, rb = rb, ra
+        self.parent[rb] = ra
+        self.size[ra] += self.size[rb]
+
+
+def clusters_from_pairs(n: int, pairs: np.ndarray) -> np.ndarray:
+    """Union-find over index pairs: a cluster label (a member's index) for each of 0..n-1."""
+    uf = UnionFind(n)
+    for a, b in pairs.tolist():
+        uf.union(a, b)
+    return np.array([uf.find(i) for i in range(n)], dtype=np.int64)
+
+
+def _near_stage(
+    view: pl.Series, sigs: np.ndarray, alive: np.ndarray, rank: np.ndarray,
+    near_rep: np.ndarray, similarity: np.ndarray, result: DedupResult, *, threshold: float,
+    verify: bool, ngram: int, unit: str, punctuation: bool,
+) -> None:
+    """Cluster the ``alive`` rows by MinHash LSH; fill near_rep and similarity for them."""
+    bands, rows = minhash.optimal_bands(threshold, sigs.shape[1])
+    result.bands, result.rows_per_band = bands, rows
+    if alive.size < 2:
+        return
+    pairs = alive[minhash.candidate_pairs(sigs[alive], bands, rows)]  # global row indices
+    result.candidate_pairs = len(pairs)
+    sets: dict[int, set[bytes]] = {}
+    if verify and len(pairs):
+        sets = _shingle_sets(view, np.unique(pairs), ngram, unit, punctuation)
+        exact = np.array([_jaccard(sets[i], sets[j]) for i, j in pairs.tolist()])
+        result.rejected_pairs = int((exact < threshold).sum())
+        pairs = pairs[exact >= threshold]
+    if len(pairs) == 0:
+        return
+    members = np.unique(pairs)
+    position = np.searchsorted(members, pairs)  # union-find over the rows that have a pair
+    labels = clusters_from_pairs(members.size, position)
+    best = _best_of_groups(labels, members, rank)
+    near_rep[members] = best
+    moved = members[best != members]
+    if verify:
+        similarity[moved] = [_jaccard(sets[i], sets[near_rep[i]]) for i in moved.tolist()]
+    else:
+        similarity[moved] = (sigs[moved] == sigs[near_rep[moved]]).mean(axis=1)
+
+
+def _shingle_sets(
+    view: pl.Series, rows: np.ndarray, ngram: int, unit: str, punctuation: bool
+) -> dict[int, set[bytes]]:
+    texts = view.gather(rows).to_list()
+    return {
+        int(row): set(minhash._shingle_bytes(normalize(t or "", strip_punctuation=punctuation), ngram, unit))
+        for row, t in zip(rows, texts, strict=True)
+    }
+
+
+def _jaccard(a: set[bytes], b: set[bytes]) -> float:
+    union = len(a | b)
+    return len(a & b) / union if union else 1.0
+
+
+# --------------------------------------------------------------------------- result
+
+
+def _assemble(
+    df: pl.DataFrame, exact_rep: np.ndarray, near_rep: np.ndarray, similarity: np.ndarray,
+    result: DedupResult,
+) -> DedupResult:
+    n = df.height
+    rows = np.arange(n)
+    kept_row = near_rep[exact_rep]  # the row that stays in the output for each row
+    is_exact = exact_rep != rows
+    is_near = ~is_exact & (near_rep != rows)
+    dropped = np.flatnonzero(is_exact | is_near)
+    # exact copies share their representative's shingle set, hence its similarity to the kept row
+    sim = similarity[exact_rep]
+    # clusters are numbered by their kept row's position, so the numbering is input-ordered
+    cluster_rows = np.unique(kept_row[dropped])
+    ids = df["id"]
+    result.kept = df.filter(pl.Series(kept_row == rows))
+    result.dupes = df[dropped].with_columns(
+        pl.Series("cluster_id", np.searchsorted(cluster_rows, kept_row[dropped]), dtype=pl.Int64),
+        pl.Series("kept_id", ids.gather(kept_row[dropped]), dtype=pl.String),
+        pl.Series("similarity", sim[dropped], dtype=pl.Float64),
+        pl.Series("reason", np.where(is_exact[dropped], "exact", "near"), dtype=pl.String),
+    )
+    result.dropped_exact = int(is_exact.sum())
+    result.dropped_near = int(is_near.sum())
+    result.clusters = len(cluster_rows)
+    return result

@@ -1,0 +1,81 @@
+"""Apply a chat template to records: adds `text`, `spans` and `template` (docs/pipeline.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import polars as pl
+
+from ..errors import DataError
+from ..templates import Template, TemplateError, load_template, render
+
+SPAN_FIELDS = {
+    "start": pl.Int64(),
+    "end": pl.Int64(),
+    "turn": pl.Int32(),
+    "train": pl.Boolean(),
+    "weight": pl.Float64(),
+    "eot_start": pl.Int64(),
+}
+SPANS_TYPE = pl.List(pl.Struct(SPAN_FIELDS))
+# Columns a later stage computed from an earlier rendering; stale once the text changes.
+DOWNSTREAM_COLUMNS = ("input_ids", "labels", "n_tokens", "n_supervised", "tokenizer")
+
+
+@dataclass
+class RenderResult:
+    records: pl.DataFrame  # input rows that rendered, with text/spans/template
+    rejects: pl.DataFrame  # input rows the template refused, with a `reason`
+    template: Template
+    dropped_columns: list[str]
+
+
+def render_template(
+    df: pl.DataFrame,
+    template: str | Template = "chatml",
+    *,
+    generation_prompt: bool = False,
+    variables: dict[str, str] | None = None,
+    keep_going: bool = False,
+    source: str | None = None,
+) -> RenderResult:
+    """Render every record's `messages` with ``template``.
+
+    A row the template refuses (e.g. a system turn a template does not support) raises a
+    DataError naming the row, or with ``keep_going`` goes to ``rejects`` with its reason.
+    """
+    tmpl = template if isinstance(template, Template) else load_template(template)
+    if variables:
+        tmpl = tmpl.with_variables(variables)
+    tasks = df["task"].to_list() if "task" in df.columns else [None] * df.height
+    texts: list[str] = []
+    spans: list[list[dict[str, Any]]] = []
+    kept: list[int] = []
+    failed: list[int] = []
+    reasons: list[str] = []
+    for i, (messages, task) in enumerate(zip(df["messages"].to_list(), tasks)):
+        try:
+            out = render(tmpl, messages or [], generation_prompt=generation_prompt, task=task)
+        except TemplateError as exc:
+            if not keep_going:
+                raise DataError(
+                    str(exc), file=source, row=i, field="messages",
+                    fix="pick a template that accepts this conversation, "
+                    "or pass --rejects FILE to set such rows aside",
+                ) from None
+            failed.append(i)
+            reasons.append(str(exc))
+            continue
+        kept.append(i)
+        texts.append(out.text)
+        spans.append(out.spans)
+    dropped = [c for c in DOWNSTREAM_COLUMNS if c in df.columns]
+    base = df.drop(dropped)
+    records = base[kept].with_columns(
+        pl.Series("text", texts, dtype=pl.String),
+        pl.Series("spans", spans, dtype=SPANS_TYPE),
+        pl.lit(tmpl.to_json(), dtype=pl.String).alias("template"),
+    )
+    rejects = base[failed].with_columns(pl.Series("reason", reasons, dtype=pl.String))
+    return RenderResult(records, rejects, tmpl, dropped)

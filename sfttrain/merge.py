@@ -1,0 +1,97 @@
+"""Merge a run's adapter into its base and save a model that plain transformers loads.
+
+Under QLoRA the adapter was trained against the NF4-rounded weights, not the original ones. So
+the base is loaded in full precision, every linear layer that training quantized is rounded
+through NF4 and back (the same bitsandbytes quantizer, block size 64, double quantization), and
+only then is the adapter merged: the merged model computes what the adapter model computed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from sftdata.errors import DataError
+
+from . import model as M
+from .config import from_dict
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def read_run(run_dir: str | Path) -> dict:
+    path = Path(run_dir) / "run.json"
+    if not path.is_file():
+        raise DataError("no run.json", file=str(run_dir), fix="pass a directory `sfttrain run` wrote")
+    return json.loads(path.read_text())
+
+
+def nf4_round_trip(model: nn.Module) -> int:
+    """Replace each quantizable linear weight by its NF4-dequantized value; returns the count."""
+    import bitsandbytes.functional as F
+
+    head = model.get_output_embeddings()
+    count = 0
+    for module in model.modules():
+        if isinstance(module, nn.Linear) and module is not head:
+            weight = module.weight.data
+            packed, state = F.quantize_4bit(
+                weight.float().contiguous(), blocksize=64, compress_statistics=True,
+                quant_type="nf4",
+            )
+            module.weight.data = F.dequantize_4bit(packed, state).to(weight.dtype)
+            count += 1
+    return count
+
+
+def load_adapted(run_dir: str | Path, for_merge: bool, device: str = "cpu") -> tuple[nn.Module, dict]:
+    """The trained model of a run: base + adapter (4-bit base as trained unless for_merge)."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    run_dir = Path(run_dir)
+    info = read_run(run_dir)
+    config, _ = from_dict(info["config"])
+    if config.full:
+        return AutoModelForCausalLM.from_pretrained(run_dir / "model", dtype=torch.float32), info
+    model_dir = Path(info["model_dir"])
+    if not (model_dir / "config.json").is_file():
+        model_dir = M.resolve_model_dir(info["model"])  # a GGUF cache that was cleared
+    if for_merge:
+        base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+        if config.quant == "nf4":
+            nf4_round_trip(base)
+    else:
+        dev = torch.device(device)
+        base = M.load_base(model_dir, config.quant, M.pick_dtype(config, dev), dev, "sdpa")
+    adapter_dir = run_dir / "adapter"
+    if not adapter_dir.is_dir():
+        raise DataError("no adapter/ in the run (was it stopped before the end?)",
+                        file=str(run_dir), fix="finish the run: `sfttrain run` resumes it")
+    return PeftModel.from_pretrained(base, adapter_dir), info
+
+
+def merge_run(run_dir: str | Path, out_dir: str | Path, dtype: str = "bf16") -> Path:
+    from transformers import AutoTokenizer
+
+    model, info = load_adapted(run_dir, for_merge=True)
+    merged = model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
+    merged.to(DTYPES[dtype])
+    trained_eos = info.get("eos_id")
+    gen = merged.generation_config
+    eos = gen.eos_token_id if isinstance(gen.eos_token_id, list) else (
+        [] if gen.eos_token_id is None else [gen.eos_token_id])
+    if trained_eos is not None and trained_eos not in eos:
+        # Generation must stop at the end-of-turn token the shards trained (unsloth #5386).
+        gen.eos_token_id = eos + [int(trained_eos)]
+    out = Path(out_dir)
+    merged.save_pretrained(out)
+    tokenizer = AutoTokenizer.from_pretrained(Path(run_dir) / "tokenizer")
+    template = (info.get("template") or {}).get("text")
+    if template and "{%" in template:
+        tokenizer.chat_template = template  # generate with the training template
+    tokenizer.save_pretrained(out)
+    return out

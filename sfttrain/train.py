@@ -1,0 +1,514 @@
+"""The training loop, top to bottom: setup, train, save, resume.
+
+Loss is token-weighted: every optimizer step divides the summed cross-entropy of all its
+micro-batches (on all ranks) by their total number of supervised tokens, so micro-batch size,
+gradient accumulation and the number of GPUs do not change what is optimised.
+
+MFU = (6 * N + 12 * L * d * ctx) * tokens_per_s / peak_flops, where N is the base model's
+parameter count, L layers, d hidden size and ctx the mean attended context per token of the
+packed documents (attention FLOPs, forward and backward). The 6 * N term follows the PaLM
+convention even for LoRA, whose frozen weights need no weight gradients, so it is comparable
+with other trainers' MFU.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import resource
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from sftdata.errors import DataError
+from sftdata.shards import read_manifest
+
+from . import model as M
+from .config import TrainConfig, to_dict
+from .data import PackedBatches, eval_batches
+
+PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0,
+               "L4": 121.0, "4090": 165.0, "3090": 71.0, "V100": 125.0, "T4": 65.0}
+
+
+@dataclass
+class RunResult:
+    out_dir: Path
+    steps: int
+    losses: list[float] = field(default_factory=list)  # train loss per optimizer step (1..steps)
+    val: list[tuple[int, float]] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+    stopped: str = ""  # "", "early_stopping", "stop_at_step"
+
+
+def run(
+    shard_dir: str | Path,
+    model_path: str | Path,
+    config: TrainConfig,
+    out_dir: str | Path,
+    resume: bool = True,
+    say=print,
+    warn=print,
+    progress=None,
+) -> RunResult:
+    # ------------------------------------------------------------------ setup
+    M.quiet_warnings()
+    rank, world, local_rank = _init_distributed(config)
+    is_main = rank == 0
+    out = Path(out_dir)
+    if is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    _seed_everything(config.seed)
+    rss_before = _peak_rss()
+
+    manifest = read_manifest(shard_dir)
+    model_dir = M.resolve_model_dir(model_path)
+    tokenizer = M.load_tokenizer(model_dir)
+    M.check_tokenizer(manifest, tokenizer, str(shard_dir), str(model_path))
+
+    device = M.pick_device(config, local_rank)
+    dtype = M.pick_dtype(config, device)
+    attn = M.pick_attn(config, device)
+    base = M.load_base(model_dir, config.quant, dtype, device, attn)
+    model = M.prepare_for_training(base, config)
+    if is_main and (message := M.eos_mismatch(manifest, model, tokenizer)):
+        warn(message)
+    loss_fn: torch.nn.Module = M.PackedLoss(model, attn, config.loss_chunk)
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        loss_fn = DistributedDataParallel(
+            loss_fn, device_ids=[local_rank] if device.type == "cuda" else None
+        )
+
+    pad_id = int(manifest.get("pad_id") or 0)
+    train = PackedBatches(shard_dir, "train", config.micro_batch, pad_id, config.seed, rank, world)
+    if train.batches_per_epoch < config.grad_accum:
+        raise DataError(
+            f"{len(train.reader)} train sequences make {train.batches_per_epoch} micro-batches "
+            f"of {config.micro_batch} x {world} rank(s), fewer than grad_accum={config.grad_accum}",
+            file=f"{shard_dir}/manifest.json",
+            fix="lower micro_batch or grad_accum, or pack more data",
+        )
+    has_val = "val" in manifest["splits"] and manifest["splits"]["val"]["sequences"] > 0
+    steps_per_epoch = train.batches_per_epoch // config.grad_accum
+    total_steps = config.max_steps or steps_per_epoch * config.epochs
+    effective = config.micro_batch * config.grad_accum * world
+
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = _make_optimizer(trainable, config)
+    scheduler = _make_scheduler(optimizer, config, total_steps)
+    n_trainable, _ = M.count_params(model)
+    shape = _model_shape(model_dir)
+    if is_main:
+        say(
+            f"sfttrain: {total_steps} steps, effective batch {effective} sequences "
+            f"(micro_batch {config.micro_batch} x grad_accum {config.grad_accum} x {world} "
+            f"rank(s)), {n_trainable:,} trainable parameters, {device.type} {str(dtype)[6:]}, "
+            f"attention {attn}, quant {config.quant}{' full' if config.full else ''}"
+        )
+        if train.dropped_per_epoch:
+            warn(f"{train.dropped_per_epoch} train sequence(s) per epoch do not fill a global "
+                 f"batch of {train.global_batch} and are skipped in that epoch")
+
+    # state that a checkpoint carries besides weights and optimizer
+    state = {"step": 0, "micro": 0, "best_val": math.inf, "bad_evals": 0, "tokens": 0}
+    ckpt = _latest_checkpoint(out) if resume else None
+    if ckpt is not None:
+        _load_checkpoint(ckpt, model, optimizer, scheduler, state)
+        if is_main:
+            say(f"sfttrain: resumed from {ckpt} at step {state['step']}")
+    if is_main:
+        _write_run_info(out, shard_dir, model_path, model_dir, manifest, config)
+        _trim_metrics(out / "metrics.jsonl", state["step"])
+
+    # ------------------------------------------------------------------ train
+    result = RunResult(out_dir=out, steps=state["step"])
+    start_step = state["step"]
+    started = time.perf_counter()
+    tokens_this_run = 0
+    autocast = (
+        torch.autocast("cuda", dtype=dtype) if device.type == "cuda" and dtype != torch.float32
+        else _null_context()
+    )
+    steps = range(start_step, total_steps)
+    bar = progress(steps, total_steps - start_step, "train") if progress and is_main else steps
+    model.train()
+    for _ in bar:
+        batches = [train.batch(*divmod_epoch(state["micro"] + i, train.batches_per_epoch))
+                   for i in range(config.grad_accum)]
+        counts = torch.tensor([sum(b.supervised for b in batches), sum(b.tokens for b in batches)],
+                              dtype=torch.float64)
+        _all_reduce(counts, world)
+        supervised, tokens = max(int(counts[0]), 1), int(counts[1])
+        loss_sum = torch.zeros((), dtype=torch.float64)
+        for i, batch in enumerate(batches):
+            batch = batch.to(device)
+            sync = world == 1 or i == len(batches) - 1
+            with (_null_context() if sync else loss_fn.no_sync()), autocast:
+                part, _ = loss_fn(batch)
+                # DDP averages gradients over ranks; multiply by world to keep the token weighting.
+                (part * world / supervised).backward()
+            loss_sum += part.detach().double().cpu()
+        _all_reduce(loss_sum, world)
+        grad_norm = torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm or math.inf)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        state["step"] += 1
+        state["micro"] += config.grad_accum
+        state["tokens"] += tokens
+        tokens_this_run += tokens
+        step = state["step"]
+        loss = float(loss_sum) / supervised
+        result.losses.append(loss)
+        tps = tokens_this_run / max(time.perf_counter() - started, 1e-9)
+        if hasattr(bar, "set_postfix"):
+            bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tps:,.0f}")
+        if is_main and (step % config.log_every == 0 or step == total_steps):
+            _append_metric(out, {"step": step, "loss": round(loss, 6),
+                                 "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
+                                 "tokens": tokens, "supervised": supervised,
+                                 "tokens_per_s": round(tps, 1)})
+
+        if has_val and (step % config.eval_every == 0 or step == total_steps):
+            val_loss = evaluate(loss_fn, shard_dir, config, pad_id, rank, world, device, autocast)
+            result.val.append((step, val_loss))
+            if is_main:
+                _append_metric(out, {"step": step, "val_loss": round(val_loss, 6),
+                                     "val_ppl": round(math.exp(min(val_loss, 50)), 4)})
+            if val_loss < state["best_val"] - config.early_stopping_min_delta:
+                state["best_val"], state["bad_evals"] = val_loss, 0
+            else:
+                state["bad_evals"] += 1
+            model.train()
+        if step % config.save_every == 0 and step < total_steps:
+            _save_checkpoint(out, model, optimizer, scheduler, state, config, is_main, world)
+        if config.early_stopping_patience and state["bad_evals"] >= config.early_stopping_patience:
+            result.stopped = "early_stopping"
+            if is_main:
+                say(f"sfttrain: early stopping at step {step}: validation loss did not improve "
+                    f"for {state['bad_evals']} evaluation(s) (best {state['best_val']:.4f})")
+            break
+        if config.stop_at_step and step >= config.stop_at_step:
+            result.stopped = "stop_at_step"
+            break
+    result.steps = state["step"]
+    elapsed = time.perf_counter() - started
+
+    # ------------------------------------------------------------------ save
+    if is_main and result.stopped != "stop_at_step":
+        _save_final(out, model, tokenizer, config)
+        _plot_losses(out)
+    summary = _summary(config, shape, tokens_this_run, elapsed, device, rss_before, train, world,
+                       state, result)
+    result.summary = summary
+    if is_main:
+        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        say(_summary_line(summary))
+    if world > 1:
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+    return result
+
+
+def divmod_epoch(micro: int, per_epoch: int) -> tuple[int, int]:
+    """Global micro-batch counter -> (epoch, index in epoch): the data position to resume at."""
+    return divmod(micro, per_epoch)
+
+
+@torch.no_grad()
+def evaluate(loss_fn, shard_dir, config, pad_id, rank, world, device, autocast) -> float:
+    """Token-weighted validation loss over the val split (all ranks together)."""
+    loss_fn.eval()
+    totals = torch.zeros(2, dtype=torch.float64)
+    for batch in eval_batches(shard_dir, "val", config.micro_batch, pad_id, rank, world,
+                              config.eval_batches):
+        with autocast:
+            part, count = loss_fn(batch.to(device))
+        totals += torch.tensor([float(part), float(count)], dtype=torch.float64)
+    _all_reduce(totals, world)
+    return float(totals[0] / max(totals[1], 1))
+
+
+# ---------------------------------------------------------------------------- optimiser
+
+
+def _make_optimizer(params, config: TrainConfig) -> torch.optim.Optimizer:
+    kwargs = dict(lr=config.lr, weight_decay=config.weight_decay,
+                  betas=(config.adam_beta1, config.adam_beta2))
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(params, **kwargs)
+    import bitsandbytes as bnb
+
+    cls = bnb.optim.PagedAdamW8bit if config.optimizer == "paged_adamw_8bit" else bnb.optim.AdamW8bit
+    return cls(params, **kwargs)
+
+
+def _make_scheduler(optimizer, config: TrainConfig, total_steps: int):
+    warmup = config.warmup_steps or int(round(config.warmup_ratio * total_steps))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        if config.scheduler == "constant":
+            return 1.0
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        if config.scheduler == "linear":
+            return max(0.0, 1.0 - progress)
+        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+# ---------------------------------------------------------------------------- checkpoints
+
+
+def _trainable_state(model) -> dict[str, torch.Tensor]:
+    return {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+             "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _save_checkpoint(out, model, optimizer, scheduler, state, config, is_main, world) -> None:
+    # Every rank keeps its own RNG state (dropout masks differ by rank).
+    rank = torch.distributed.get_rank() if world > 1 else 0
+    final = out / "checkpoints" / f"step-{state['step']:07d}"
+    tmp = final.with_name(final.name + ".tmp")
+    if is_main:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    if world > 1:
+        torch.distributed.barrier()
+    torch.save(_rng_state(), tmp / f"rng-{rank}.pt")
+    if is_main:
+        torch.save(_trainable_state(model), tmp / "trainable.pt")
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        (tmp / "state.json").write_text(json.dumps(state) + "\n")
+    if world > 1:
+        torch.distributed.barrier()
+    if is_main:
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)  # a checkpoint exists complete or not at all
+        old = sorted(p for p in final.parent.glob("step-*") if not p.name.endswith(".tmp"))
+        for path in old[: -config.keep_checkpoints]:
+            shutil.rmtree(path, ignore_errors=True)
+    if world > 1:
+        torch.distributed.barrier()
+
+
+def _latest_checkpoint(out: Path) -> Path | None:
+    found = sorted(p for p in (out / "checkpoints").glob("step-*") if not p.name.endswith(".tmp"))
+    return found[-1] if found else None
+
+
+def _load_checkpoint(path: Path, model, optimizer, scheduler, state) -> None:
+    params = dict(model.named_parameters())
+    for name, value in torch.load(path / "trainable.pt", weights_only=True).items():
+        params[name].data.copy_(value.to(params[name].device))
+    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=False))
+    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
+    state.update(json.loads((path / "state.json").read_text()))
+    rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+    rng = torch.load(path / f"rng-{rank}.pt", weights_only=False)
+    torch.set_rng_state(rng["torch"])
+    np.random.set_state(rng["numpy"])
+    random.setstate(rng["python"])
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+
+
+def _save_final(out: Path, model, tokenizer, config: TrainConfig) -> None:
+    if config.full:
+        M.causal_lm(model).save_pretrained(out / "model")
+        tokenizer.save_pretrained(out / "model")
+    else:
+        model.save_pretrained(out / "adapter")
+    tokenizer.save_pretrained(out / "tokenizer")
+
+
+def _write_run_info(out, shard_dir, model_path, model_dir, manifest, config) -> None:
+    info = {
+        "model": str(Path(model_path).resolve()),
+        "model_dir": str(Path(model_dir).resolve()),
+        "shards": str(Path(shard_dir).resolve()),
+        "config": to_dict(config),
+        "template": manifest.get("template"),
+        "tokenizer": manifest.get("tokenizer"),
+        "eos_id": manifest.get("eos_id"),
+        "pad_id": manifest.get("pad_id"),
+    }
+    (out / "run.json").write_text(json.dumps(info, indent=2) + "\n")
+
+
+# ---------------------------------------------------------------------------- metrics
+
+
+def _append_metric(out: Path, row: dict) -> None:
+    with open(out / "metrics.jsonl", "a") as fh:
+        fh.write(json.dumps(row) + "\n")
+
+
+def _trim_metrics(path: Path, step: int) -> None:
+    """On resume, forget metrics logged after the checkpoint (they will be logged again)."""
+    if not path.is_file():
+        return
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    kept = [r for r in rows if r["step"] <= step]
+    path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+
+
+def read_metrics(out: str | Path) -> list[dict]:
+    path = Path(out) / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _plot_losses(out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_metrics(out)
+    train = [(r["step"], r["loss"]) for r in rows if "loss" in r]
+    val = [(r["step"], r["val_loss"]) for r in rows if "val_loss" in r]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    if train:
+        ax.plot(*zip(*train, strict=True), label="train")
+    if val:
+        ax.plot(*zip(*val, strict=True), marker="o", label="validation")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss (token-weighted cross-entropy)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "loss.png", dpi=100)
+    plt.close(fig)
+
+
+def _model_shape(model_dir: Path) -> dict[str, int]:
+    from .plan import model_shape
+
+    return model_shape(model_dir)
+
+
+def _summary(config, shape, tokens, elapsed, device, rss_before, train, world, state, result):
+    tps = tokens / elapsed if elapsed > 0 else 0.0
+    lens = [int(x) for x in train.reader.lengths()]
+    ctx = _mean_context(train)
+    flops_per_token = 6 * shape["params"] + 12 * shape["layers"] * shape["hidden"] * ctx
+    peak = _peak_flops(config, device) * world
+    if device.type == "cuda":
+        peak_mem = torch.cuda.max_memory_allocated(device)
+        mem_kind = "torch.cuda.max_memory_allocated"
+    else:
+        peak_mem = _peak_rss()
+        mem_kind = "peak RSS"
+    return {
+        "steps": state["step"],
+        "stopped": result.stopped or "completed",
+        "tokens": tokens,
+        "seconds": round(elapsed, 3),
+        "tokens_per_s": round(tps, 1),
+        "peak_memory_bytes": int(peak_mem),
+        "peak_memory_kind": mem_kind,
+        "rss_before_model_bytes": int(rss_before),
+        "mfu": round(flops_per_token * tps / peak, 5) if peak else None,
+        "mfu_formula": "(6*N + 12*L*d*ctx) * tokens_per_s / peak_flops",
+        "params": shape["params"],
+        "mean_context": round(ctx, 1),
+        "peak_flops": peak or None,
+        "final_loss": result.losses[-1] if result.losses else None,
+        "best_val_loss": None if math.isinf(state["best_val"]) else state["best_val"],
+        "max_sequence": max(lens) if lens else 0,
+        "world_size": world,
+    }
+
+
+def _summary_line(s: dict) -> str:
+    mfu = f"{s['mfu'] * 100:.1f}%" if s["mfu"] is not None else "n/a (set peak_tflops)"
+    return (f"sfttrain: {s['steps']} steps ({s['stopped']}), {s['tokens']:,} tokens in "
+            f"{s['seconds']:.1f}s = {s['tokens_per_s']:,.0f} tokens/s, peak memory "
+            f"{s['peak_memory_bytes'] / 2**30:.2f} GiB ({s['peak_memory_kind']}), MFU {mfu} "
+            f"[{s['mfu_formula']}]")
+
+
+def _mean_context(train: PackedBatches) -> float:
+    """Mean number of keys each token attends to, from the packed document lengths."""
+    total = weighted = 0
+    for i in range(min(len(train.reader), 2048)):
+        lens = train.reader[i]["doc_lens"]
+        total += int(lens.sum())
+        weighted += int((lens * (lens + 1) // 2).sum())
+    return weighted / total if total else 0.0
+
+
+def _peak_flops(config: TrainConfig, device: torch.device) -> float:
+    if config.peak_tflops:
+        return config.peak_tflops * 1e12
+    if device.type != "cuda":
+        return 0.0
+    name = torch.cuda.get_device_name(device)
+    for key, tflops in PEAK_TFLOPS.items():
+        if key in name:
+            return tflops * 1e12
+    return 0.0
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _peak_rss() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+# ---------------------------------------------------------------------------- distributed
+
+
+def _init_distributed(config: TrainConfig) -> tuple[int, int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, 0
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = config.device != "cpu" and torch.cuda.is_available()
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return torch.distributed.get_rank(), world, local_rank
+
+
+def _all_reduce(tensor: torch.Tensor, world: int) -> None:
+    """Sum a small CPU tensor over ranks (through the GPU when the back end is NCCL)."""
+    if world <= 1:
+        return
+    if torch.distributed.get_backend() == "nccl":
+        on_device = tensor.to(torch.device("cuda", torch.cuda.current_device()))
+        torch.distributed.all_reduce(on_device)
+        tensor.copy_(on_device.cpu())
+    else:
+        torch.distributed.all_reduce(tensor)
+
+
+class _null_context:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False

@@ -1,0 +1,200 @@
+"""sftdata.ops.dedup on hand-made records: exact, near, keep policies, verify, clustering."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import polars as pl
+import pytest
+from conftest import chat
+
+from sftdata.errors import UsageProblem
+from sftdata.ops.dedup import DUPE_COLUMNS, clusters_from_pairs, dedup
+from sftdata.schema import from_dicts
+
+VOCAB = [f"w{i}" for i in range(400)]
+
+
+def passage(seed: int, length: int = 120) -> list[str]:
+    rng = random.Random(seed)
+    return [rng.choice(VOCAB) for _ in range(length)]
+
+
+def edited(words: list[str], positions: tuple[int, ...], token: str = "changed") -> str:
+    out = list(words)
+    for p in positions:
+        out[p] = token
+    return " ".join(out)
+
+
+def records(*rows: dict) -> pl.DataFrame:
+    return from_dicts(list(rows))
+
+
+def dupes_of(result) -> dict[str, tuple]:
+    d = result.dupes
+    return {
+        row["id"]: (row["kept_id"], row["reason"], row["similarity"], row["cluster_id"])
+        for row in d.select("id", "kept_id", "reason", "similarity", "cluster_id").iter_rows(named=True)
+    }
+
+
+def test_exact_ignores_case_whitespace_and_unicode_forms():
+    df = records(
+        chat("What is 2+2?", "Four.", id="a"),
+        chat("what  is 2+2?", "FOUR.", id="b"),
+        chat("What is ２+２?", "Four.\n", id="c"),  # full-width digits: NFKC folds them
+        chat("What is 2+2?", "Five.", id="d"),
+    )
+    result = dedup(df, mode="exact")
+    assert result.kept["id"].to_list() == ["a", "d"]
+    assert dupes_of(result) == {"b": ("a", "exact", 1.0, 0), "c": ("a", "exact", 1.0, 0)}
+    assert (result.dropped_exact, result.dropped_near, result.clusters) == (2, 0, 1)
+
+
+def test_punctuation_only_counts_when_asked():
+    df = records(chat("Hello, world!", "Hi.", id="a"), chat("hello world", "hi", id="b"))
+    assert dedup(df, mode="exact").kept.height == 2
+    assert dedup(df, mode="exact", punctuation=True).kept["id"].to_list() == ["a"]
+
+
+def test_view_decides_what_is_compared():
+    df = records(chat("Same question", "Answer one", id="a"), chat("Same question", "Answer two", id="b"))
+    assert dedup(df, mode="exact").kept.height == 2
+    assert dedup(df, mode="exact", on="prompt").kept["id"].to_list() == ["a"]
+    assert dedup(df, mode="exact", on="response").kept.height == 2
+
+
+def test_empty_views_are_kept_and_counted_not_compared():
+    df = records(
+        {"id": "a", "messages": [{"role": "assistant", "content": "text one"}]},
+        {"id": "b", "messages": [{"role": "assistant", "content": "text two"}]},
+    )
+    result = dedup(df, on="prompt")
+    assert result.kept.height == 2 and result.not_compared == 2 and result.dropped == 0
+
+
+def test_near_duplicate_with_one_word_changed_is_dropped():
+    base = passage(1)
+    df = records(
+        chat("q", " ".join(base), id="orig"),
+        chat("q", edited(base, (60,)), id="copy"),
+        chat("q", " ".join(passage(2)), id="other"),
+    )
+    assert dedup(df, mode="exact").dropped == 0
+    result = dedup(df, mode="near")
+    assert result.kept["id"].to_list() == ["orig", "other"]
+    kept_id, reason, similarity, _ = dupes_of(result)["copy"]
+    assert (kept_id, reason) == ("orig", "near")
+    assert 0.85 < similarity < 1.0  # estimated from the signatures
+    assert result.candidate_pairs == 1 and (result.bands, result.rows_per_band) == (9, 13)
+
+
+def test_both_modes_resolve_exact_copies_to_the_final_kept_row():
+    base = passage(3)
+    df = records(
+        chat("q", " ".join(base), id="a"),
+        chat("q", edited(base, (5,)), id="b"),
+        chat("Q", edited(base, (5,)).upper(), id="b-twin"),
+    )
+    result = dedup(df, verify=True)
+    assert result.kept["id"].to_list() == ["a"]
+    dupes = dupes_of(result)
+    assert dupes["b"][:2] == ("a", "near") and dupes["b-twin"][:2] == ("a", "exact")
+    assert dupes["b"][2] == dupes["b-twin"][2] < 1.0  # same shingles, same similarity to "a"
+    assert dupes["b"][3] == dupes["b-twin"][3]  # one cluster
+
+
+def cluster_of_three() -> pl.DataFrame:
+    base = passage(4, 200)
+    return records(
+        chat("q", " ".join(base), id="short"),
+        chat("q", " ".join(base) + " extra words at the end", id="long"),
+        chat("q", edited(base, (100,)), id="best"),
+        chat("q", " ".join(passage(5)), id="alone"),
+    ).with_columns(quality=pl.Series([0.5, None, 0.9, 1.0]))
+
+
+@pytest.mark.parametrize(
+    "keep,winner", [("first", "short"), ("longest", "long"), ("quality", "best")]
+)
+def test_keep_policies(keep, winner):
+    df = cluster_of_three()
+    result = dedup(df, mode="near", keep=keep)
+    assert set(result.kept["id"]) == {winner, "alone"}
+    assert result.kept["id"].to_list() == [i for i in df["id"] if i in {winner, "alone"}]  # input order
+    assert {v[0] for v in dupes_of(result).values()} == {winner}
+
+
+def test_keep_column_ties_go_to_the_earlier_row():
+    base = passage(6)
+    df = records(chat("q", " ".join(base), id="a"), chat("q", " ".join(base) + " x", id="b"))
+    df = df.with_columns(score=pl.Series([2, 2]))
+    assert dedup(df, keep="score").kept["id"].to_list() == ["a"]
+    df = df.with_columns(score=pl.Series([1, 2]))
+    assert dedup(df, keep="score").kept["id"].to_list() == ["b"]
+
+
+def false_candidate_pair() -> pl.DataFrame:
+    """Two texts of exact Jaccard 0.58 that share an LSH band with 8 permutations, seed 52."""
+    rng = random.Random(5)
+    base = [rng.choice(VOCAB[:200]) for _ in range(60)]
+    return records(chat("q", " ".join(base), id="a"), chat("q", edited(base, (10, 30, 50)), id="b"))
+
+
+def test_verify_drops_false_candidates():
+    df = false_candidate_pair()
+    loose = dedup(df, mode="near", num_perm=8, seed=52, on="response")
+    assert loose.dropped_near == 1 and loose.candidate_pairs == 1  # LSH alone merges them
+    strict = dedup(df, mode="near", num_perm=8, seed=52, on="response", verify=True)
+    assert strict.dropped == 0 and strict.rejected_pairs == 1
+    assert strict.kept["id"].to_list() == ["a", "b"]
+
+
+def test_union_find_is_transitive():
+    labels = clusters_from_pairs(6, np.array([[0, 1], [1, 2], [3, 4]]))
+    assert labels[0] == labels[1] == labels[2]
+    assert labels[3] == labels[4]
+    assert len({labels[0], labels[3], labels[5]}) == 3
+
+
+def test_chain_of_near_duplicates_is_one_cluster():
+    base = passage(7, 200)
+    a = " ".join(base)
+    b = edited(base, (20, 40))  # a ~ b
+    c = edited(base, (20, 40, 140, 160, 180))  # b ~ c, a and c further apart
+    df = records(chat("q", a, id="a"), chat("q", b, id="b"), chat("q", c, id="c"))
+    result = dedup(df, mode="near", verify=True, threshold=0.85)
+    assert result.kept["id"].to_list() == ["a"]
+    dupes = dupes_of(result)
+    assert dupes["b"][0] == dupes["c"][0] == "a"
+    assert dupes["c"][2] < 0.85 < dupes["b"][2]  # c joined through b, not through a directly
+
+
+def test_counts_add_up_and_dupes_have_the_documented_columns():
+    df = cluster_of_three()
+    result = dedup(df)
+    assert result.kept.height + result.dupes.height == df.height == result.rows_in
+    assert result.dropped == result.dupes.height
+    assert result.kept.columns == df.columns
+    for name, dtype in DUPE_COLUMNS.items():
+        assert result.dupes.schema[name] == dtype
+    assert set(result.dupes["reason"]) <= {"exact", "near"}
+
+
+def test_empty_frame():
+    result = dedup(from_dicts([]))
+    assert result.kept.height == 0 and result.dupes.height == 0 and result.dropped == 0
+
+
+def test_bad_arguments_are_reported_together():
+    df = records(chat("q", "a", id="a")).with_columns(name=pl.lit("x"), score=pl.lit(1.0))
+    with pytest.raises(UsageProblem) as err:
+        dedup(df, mode="fuzzy", threshold=1.5, keep="name")
+    assert str(err.value) == (
+        "mode must be one of exact, near, both, got 'fuzzy'; threshold must be in (0, 1], got 1.5; "
+        "--keep name: column is String, not numeric; use first, longest or a numeric column (score)"
+    )
+    with pytest.raises(UsageProblem, match=r"--keep nope: no such column; use first, longest or a numeric column \(score\)"):
+        dedup(df, keep="nope")

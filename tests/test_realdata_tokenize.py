@@ -1,0 +1,88 @@
+"""tokenize against transformers' assistant-token mask, with real tokenizers and templates.
+
+Labels equal ``apply_chat_template(..., return_assistant_tokens_mask=True)`` on TRL's
+``{% generation %}`` training templates, for real tokenizers from realdata (Qwen2 vocab+merges,
+Phi-3, GPT-2) on real multi-turn conversations; tiktoken named encodings load offline.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sftdata.ops.render_template import render_template
+from sftdata.ops.tokenize import tokenize
+from sftdata.schema import from_dicts
+from sftdata.templates import load_template
+from sftdata.tokenizers import load_tokenizer
+
+PAIRS = [  # (tokenizer directory, TRL training template)
+    ("tokenizers/qwen2_vocab_merges", "qwen2_5_training.jinja"),
+    ("tokenizers/qwen2_vocab_merges", "qwen3_training.jinja"),
+    ("tokenizers/phi-3-mini", "phi3_training.jinja"),
+    ("tokenizers/gpt2", "llama3_training.jinja"),
+]
+
+
+def real_chats(root: Path) -> list[list[dict]]:
+    path = root / "datasets/messages_format/openai_toy_chat_fine_tuning.jsonl"
+    chats = [json.loads(line)["messages"] for line in path.read_text().splitlines() if line.strip()]
+    rows = json.loads((root / "datasets/sharegpt_format/fastchat_dummy_conversation.json").read_text())
+    roles = {"human": "user", "gpt": "assistant"}
+    shared = [[{"role": roles[t["from"]], "content": t["value"]} for t in r["conversations"]] for r in rows]
+    return chats + [c for c in shared if len(c) >= 4][:6]
+
+
+@pytest.mark.parametrize(("tok_dir", "template_file"), PAIRS)
+def test_labels_equal_transformers_assistant_mask(realdata, tok_dir, template_file):
+    chats = real_chats(realdata)
+    tok = load_tokenizer(str(realdata / tok_dir))
+    template = load_template(str(realdata / "chat_templates_trl" / template_file))
+    template = template.with_variables(tok.tok.special_tokens_map)
+    rendered = render_template(from_dicts([{"messages": c} for c in chats]), template).records
+    out = tokenize(rendered, tok).records
+    assert out.height == len(chats)
+    multi_turn = 0
+    for chat, ids, labels in zip(chats, out["input_ids"].to_list(), out["labels"].to_list(), strict=True):
+        expected = tok.tok.apply_chat_template(
+            chat, chat_template=template.text, tokenize=True, return_dict=True,
+            return_assistant_tokens_mask=True,
+        )
+        assert ids == list(expected["input_ids"])
+        mask = np.asarray(expected["assistant_masks"], dtype=bool)
+        want = np.where(mask, np.asarray(expected["input_ids"]), -100)
+        assert labels == want.tolist()
+        multi_turn += sum(m["role"] == "assistant" for m in chat) > 1
+    assert multi_turn >= 5
+
+
+def test_named_tiktoken_encoding_loads_offline(realdata, monkeypatch):
+    import tiktoken
+    from tiktoken.load import load_tiktoken_bpe
+
+    folder = realdata / "tokenizers/tiktoken"
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(folder))
+    tok = load_tokenizer("cl100k_base")
+    reference = tiktoken.Encoding(
+        "ref", pat_str=tok.enc._pat_str,
+        mergeable_ranks=load_tiktoken_bpe(str(folder / "cl100k_base.tiktoken")),
+        special_tokens={"<|endoftext|>": 100257},
+    )
+    text = real_chats(realdata)[1][1]["content"] + " héllo wörld"
+    assert tok.encode_plain([text])[0].tolist() == reference.encode_ordinary(text)
+    assert tok.info()["eos_id"] == 100257
+
+
+def test_tiktoken_labels_cover_exactly_the_answers(realdata):
+    specials = {"<|im_start|>": 100264, "<|im_end|>": 100265}
+    tok = load_tokenizer(str(realdata / "tokenizers/tiktoken/cl100k_base.tiktoken"), specials=specials)
+    chats = real_chats(realdata)
+    rendered = render_template(from_dicts([{"messages": c} for c in chats]), "chatml").records
+    out = tokenize(rendered, tok).records
+    for chat, ids, labels in zip(chats, out["input_ids"].to_list(), out["labels"].to_list(), strict=True):
+        trained = tok.decode([i for i, lab in zip(ids, labels, strict=True) if lab != -100])
+        answers = "".join(m["content"] + "<|im_end|>" for m in chat if m["role"] == "assistant")
+        assert trained == answers
