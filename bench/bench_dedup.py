@@ -9,6 +9,8 @@ process, same shingles (word 5-grams of normalized text), num_perm, seed and thr
       also with one worker, to show what the vectorization alone gives.
 Docs/s are medians of --repeats runs; precision/recall/F1 are over document pairs against the
 planted pairs. The candidate pairs of (a), (b) and (c) are asserted identical.
+The labelled set (~6k texts) is below the size where worker processes pay for their start, so
+a second table times (b) and (c) on --throughput synthetic documents (default 40,000).
 
 Part 2, scale: N synthetic documents of about 200 words (words drawn from the unigram
 distribution of the real texts, 10% planted near copies, 2% re-cased/re-spaced exact copies)
@@ -162,13 +164,8 @@ def part_quality(limit: int | None, repeats: int) -> list[str]:
 # --------------------------------------------------------------------------- part 2
 
 
-def synthetic_records(n: int, path: Path, seed: int = 0) -> tuple[int, int]:
-    """n ~200-word documents as a Parquet record file; returns (near copies, exact copies)."""
-    import polars as pl
-
-    from sftdata.io import write_table
-    from sftdata.schema import conform
-
+def synthetic_texts(n: int, seed: int = 0) -> tuple[list[str], np.ndarray]:
+    """n ~200-word documents; kind per document: 0 original, 1 near copy, 2 exact copy."""
     rng = np.random.default_rng(seed)
     if REALDATA.is_dir():
         counts: dict[str, int] = {}
@@ -186,13 +183,12 @@ def synthetic_records(n: int, path: Path, seed: int = 0) -> tuple[int, int]:
     def draw(k: int) -> np.ndarray:  # inverse-CDF sampling: rng.choice(p=...) is O(vocab) a call
         return vocab[np.searchsorted(cdf, rng.random(k), side="right")]
 
-    kind = rng.choice(3, size=n, p=[0.88, 0.10, 0.02])  # 0 original, 1 near copy, 2 exact copy
+    kind = rng.choice(3, size=n, p=[0.88, 0.10, 0.02])
     kind[:10] = 0
     texts: list[str] = []
     for i in range(n):
         if kind[i] == 0:
-            length = int(np.clip(rng.normal(200, 40), 50, 400))
-            texts.append(" ".join(draw(length)))
+            texts.append(" ".join(draw(int(np.clip(rng.normal(200, 40), 50, 400)))))
             continue
         words = texts[int(rng.integers(0, i))].split(" ")
         if kind[i] == 1:  # 1-3% of words substituted
@@ -202,7 +198,19 @@ def synthetic_records(n: int, path: Path, seed: int = 0) -> tuple[int, int]:
             texts.append(" ".join(words))
         else:
             texts.append("  ".join(words).upper())
+    return texts, kind
+
+
+def synthetic_records(n: int, path: Path, seed: int = 0) -> tuple[int, int]:
+    """:func:`synthetic_texts` as a Parquet record file; returns (near copies, exact copies)."""
+    import polars as pl
+
+    from sftdata.io import write_table
+    from sftdata.schema import conform
+
+    texts, kind = synthetic_texts(n, seed)
     df = pl.DataFrame({"id": [f"doc{i:07d}" for i in range(n)], "text": texts})
+    del texts
     df = df.select(
         "id",
         pl.concat_list(pl.struct(role=pl.lit("assistant"), content=pl.col("text"))).alias("messages"),
@@ -211,6 +219,33 @@ def synthetic_records(n: int, path: Path, seed: int = 0) -> tuple[int, int]:
     )
     write_table(conform(df), path)
     return int((kind == 1).sum()), int((kind == 2).sum())
+
+
+def part_throughput(n: int, repeats: int) -> list[str]:
+    """Docs/s of (b) and (c) on n synthetic ~200-word documents, where processes pay off."""
+    texts, _ = synthetic_texts(n, seed=1)
+    runs = {
+        "(b) datasketch MinHash.bulk + MinHashLSH": lambda: run_bulk(texts),
+        "(c) sftdata.minhash, 1 worker": lambda: run_ours(texts, 1),
+        f"(c) sftdata.minhash, {minhash.default_workers()} workers": lambda: run_ours(texts, None),
+    }
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, fn in runs.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    base = statistics.median(times["(b) datasketch MinHash.bulk + MinHashLSH"])
+    lines = [
+        f"Throughput on {n:,} synthetic ~200-word documents (median of {repeats} interleaved runs):",
+        "",
+        "| method | docs/s | vs (b) |",
+        "| --- | ---: | ---: |",
+    ]
+    for name, ts in times.items():
+        t = statistics.median(ts)
+        lines.append(f"| {name} | {n / t:,.0f} | {base / t:.2f}x |")
+    return lines
 
 
 def run_tracking_rss(cmd: list[str]) -> tuple[float, float, subprocess.CompletedProcess]:
@@ -266,6 +301,8 @@ def main() -> None:
     parser.add_argument("--scale", type=int, default=None, help="documents for part 2")
     parser.add_argument("--skip-quality", action="store_true")
     parser.add_argument("--skip-scale", action="store_true")
+    parser.add_argument("--throughput", type=int, default=None,
+                        help="documents for the (b)/(c) throughput table (0 skips it)")
     args = parser.parse_args()
     repeats = args.repeats or (1 if args.quick else 3)
     scale = args.scale or (20_000 if args.quick else 1_000_000)
@@ -274,6 +311,9 @@ def main() -> None:
         if not REALDATA.is_dir():
             raise SystemExit(f"real data not found at {REALDATA}")
         lines += part_quality(1500 if args.quick else None, repeats)
+    throughput = args.throughput if args.throughput is not None else (0 if args.quick else 40_000)
+    if throughput:
+        lines += [""] + part_throughput(throughput, repeats)
     if not args.skip_scale:
         lines += [""] + part_scale(scale)
     print("\n".join(lines))

@@ -583,3 +583,100 @@ def write_json(obj: Any, path: str | os.PathLike) -> None:
     """Pretty JSON (reports, manifests, lock files), written atomically, keys in stable order."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False) + "\n")
+
+
+# --------------------------------------------------------------------------- pipelining
+
+_DONE = object()
+
+
+def prefetch(iterable: Any, depth: int = 2) -> Iterator[Any]:
+    """Iterate ``iterable`` in a background thread, ``depth`` items ahead.
+
+    Polars and pyarrow release the GIL while parsing, so reading the next batch overlaps with
+    converting this one. Errors are re-raised in the consuming thread, in order.
+    """
+    import queue
+    import threading
+
+    items: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def work() -> None:
+        try:
+            for item in iterable:
+                while not stop.is_set():
+                    try:
+                        items.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            items.put((_DONE, None))
+        except BaseException as exc:  # handed to the consumer
+            items.put((_DONE, exc))
+
+    thread = threading.Thread(target=work, name="sftdata-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, exc = items.get()
+            if exc is not None:
+                raise exc
+            if item is _DONE:
+                return
+            yield item
+    finally:
+        stop.set()
+
+
+class BackgroundWriter:
+    """Writes frames to a TableWriter from a background thread (compression overlaps work).
+
+    ``write`` returns at once unless ``depth`` frames are already waiting; an error in the
+    writer thread is raised by the next ``write`` or by ``close``.
+    """
+
+    def __init__(self, writer: TableWriter, depth: int = 2) -> None:
+        import queue
+        import threading
+
+        self.writer = writer
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._work, name="sftdata-writer", daemon=True)
+        self._thread.start()
+
+    def _work(self) -> None:
+        while True:
+            frame = self._queue.get()
+            if frame is _DONE:
+                return
+            if self._error is None:
+                try:
+                    self.writer.write(frame)
+                except BaseException as exc:
+                    self._error = exc
+
+    def write(self, df: pl.DataFrame) -> None:
+        self._raise()
+        self._queue.put(df)
+
+    def close(self, ok: bool = True) -> None:
+        self._queue.put(_DONE)
+        self._thread.join()
+        failed = self._error is not None
+        self.writer.close(ok=ok and not failed)
+        if ok and failed:
+            raise self._error
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def __enter__(self) -> BackgroundWriter:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self.close(ok=exc_type is None)

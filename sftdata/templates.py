@@ -263,7 +263,7 @@ def _spans_from_blocks(
     owners = turns if len(blocks) == len(turns) else _block_owners(text, messages, blocks)
     spans = []
     content_seen: set[int] = set()
-    for (start, end), turn in zip(blocks, owners):
+    for (start, end), turn in zip(blocks, owners, strict=True):
         content = messages[turn].get("content") or ""
         eot = _content_end(text, content, start, end)
         if eot is None:  # no answer in this block: a marker after it, or thinking before it
@@ -462,7 +462,7 @@ def _marker(after_full: str, after_cut: str) -> str:
     ``<|end|>\n<|user|>`` against ``<|end|>\n<|endoftext|>``), back to a whitespace or a
     closing bracket, so the marker never ends halfway through a special token."""
     n = 0
-    for x, y in zip(after_full, after_cut):
+    for x, y in zip(after_full, after_cut, strict=False):
         if x != y:
             break
         n += 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import os
 from collections.abc import Iterator, Sequence
@@ -31,8 +32,28 @@ class TokenizerError(ValueError):
 
 @dataclass
 class Encoded:
-    ids: list[np.ndarray]  # int32 token ids, one array per text
-    ranges: list[list[Span]]  # per text, the token range [first, stop) of every char span
+    """A batch as flat arrays: row i's ids are ``ids[offsets[i]:offsets[i+1]]``, and
+    ``ranges[k]`` is the token range [first, stop) of the k-th char span (rows in order),
+    counted from the start of its row."""
+
+    ids: np.ndarray  # int32, all rows concatenated
+    offsets: np.ndarray  # int64, len(texts) + 1
+    ranges: np.ndarray  # int64, (number of spans, 2)
+
+    def row(self, i: int) -> np.ndarray:
+        return self.ids[self.offsets[i] : self.offsets[i + 1]]
+
+
+def _flatten(lists: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+    sizes = np.fromiter((len(x) for x in lists), dtype=np.int64, count=len(lists))
+    offsets = np.zeros(len(lists) + 1, dtype=np.int64)
+    np.cumsum(sizes, out=offsets[1:])
+    flat = np.fromiter(itertools.chain.from_iterable(lists), dtype=np.int32, count=int(offsets[-1]))
+    return flat, offsets
+
+
+def _ranges(pairs: list[Span]) -> np.ndarray:
+    return np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
 
 
 class Tokenizer:
@@ -50,7 +71,8 @@ class Tokenizer:
         raise NotImplementedError
 
     def encode_plain(self, texts: Sequence[str]) -> list[np.ndarray]:
-        return self.encode(texts, [[] for _ in texts]).ids
+        encoded = self.encode(texts, [[] for _ in texts])
+        return [encoded.row(i) for i in range(len(texts))]
 
     def decode(self, ids: Sequence[int]) -> str:
         raise NotImplementedError
@@ -64,10 +86,17 @@ class Tokenizer:
             "backend": self.backend,
             "name": self.name,
             "vocab_size": len(vocab),
-            "vocab_hash": tokenizer_fingerprint(vocab),
+            "vocab_hash": self.vocab_hash(),
             "eos_id": self.eos_id,
             "pad_id": self.pad_id,
         }
+
+    def vocab_hash(self) -> str:
+        # hashing a 150k vocabulary takes a second or two: once per tokenizer object
+        cached = self.__dict__.get("_vocab_hash")
+        if cached is None:
+            cached = self.__dict__["_vocab_hash"] = tokenizer_fingerprint(self.vocab())
+        return cached
 
     def info_json(self) -> str:
         return json.dumps(self.info(), ensure_ascii=False, separators=(",", ":"))
@@ -96,12 +125,13 @@ class HFTokenizer(Tokenizer):
 
     def encode(self, texts: Sequence[str], spans: Sequence[Sequence[Span]]) -> Encoded:
         encodings = self._rust.encode_batch(list(texts), add_special_tokens=False)
-        ids = [np.asarray(enc.ids, dtype=np.int32) for enc in encodings]
-        ranges = [
-            [_hf_range(enc, a, b, len(text)) for a, b in text_spans]
-            for enc, text, text_spans in zip(encodings, texts, spans)
+        ids, offsets = _flatten([enc.ids for enc in encodings])
+        pairs = [
+            _hf_range(enc, a, b, len(text))
+            for enc, text, text_spans in zip(encodings, texts, spans, strict=True)
+            for a, b in text_spans
         ]
-        return Encoded(ids, ranges)
+        return Encoded(ids, offsets, _ranges(pairs))
 
     def decode(self, ids: Sequence[int]) -> str:
         return self._rust.decode(list(map(int, ids)), skip_special_tokens=False)
@@ -173,35 +203,35 @@ class TiktokenTokenizer(Tokenizer):
 
     def encode(self, texts: Sequence[str], spans: Sequence[Sequence[Span]]) -> Encoded:
         lists = self.enc.encode_batch(list(texts), allowed_special="all", disallowed_special=())
-        ids = [np.asarray(x, dtype=np.int32) for x in lists]
-        ranges = []
-        for text, arr, text_spans in zip(texts, ids, spans):
-            if not text_spans:
-                ranges.append([])
-                continue
-            ends = np.cumsum(self._byte_len[arr])
-            ranges.append([_byte_range(ends, text, a, b) for a, b in text_spans])
-        return Encoded(ids, ranges)
-
-    def encode_plain(self, texts: Sequence[str]) -> list[np.ndarray]:
-        lists = self.enc.encode_batch(list(texts), allowed_special="all", disallowed_special=())
-        return [np.asarray(x, dtype=np.int32) for x in lists]
+        ids, offsets = _flatten(lists)
+        # token boundaries in bytes, for all rows at once; a row's bytes start at its base
+        ends = np.cumsum(self._byte_len[ids])
+        starts = np.concatenate([[0], ends])[offsets[:-1]]
+        targets = [
+            (row, *_byte_span(text, a, b))
+            for row, (text, text_spans) in enumerate(zip(texts, spans, strict=True))
+            for a, b in text_spans
+        ]
+        if not targets:
+            return Encoded(ids, offsets, _ranges([]))
+        rows, first, last = (np.asarray(x, dtype=np.int64) for x in zip(*targets, strict=True))
+        base = starts[rows]
+        tok_first = np.searchsorted(ends, base + first, side="right")
+        tok_stop = np.searchsorted(ends, base + last - 1, side="right") + 1
+        local = offsets[rows]
+        ranges = np.stack([tok_first - local, tok_stop - local], axis=1)
+        ranges[last <= first] = 0
+        return Encoded(ids, offsets, ranges)
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.enc.decode(list(map(int, ids)))
 
 
-def _byte_range(ends: np.ndarray, text: str, start: int, end: int) -> Span:
-    if end <= start:
-        return (0, 0)
+def _byte_span(text: str, start: int, end: int) -> tuple[int, int]:
     if text.isascii():
-        b0, b1 = start, end
-    else:
-        b0 = len(text[:start].encode("utf-8"))
-        b1 = b0 + len(text[start:end].encode("utf-8"))
-    first = int(np.searchsorted(ends, b0, side="right"))
-    last = int(np.searchsorted(ends, b1 - 1, side="right"))
-    return (first, last + 1)
+        return start, end
+    first = len(text[:start].encode("utf-8"))
+    return first, first + len(text[start:end].encode("utf-8"))
 
 
 def parse_specials(text: str | None) -> dict[str, int]:

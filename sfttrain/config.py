@@ -67,6 +67,7 @@ class TrainConfig:
     log_every: int = 1
     peak_tflops: float = 0.0  # device peak for MFU; 0 = look it up (GPUs) or report n/a
     loss_chunk: int = 1024  # supervised tokens per logits chunk (bounds logits memory)
+    data_log: bool = False  # write data-rank<R>.jsonl: record ids each rank trained on, per step
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
 

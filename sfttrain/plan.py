@@ -10,7 +10,8 @@ The breakdown, in bytes:
 - optimizer: AdamW keeps two states per trainable parameter (8 bytes fp32; 2 bytes 8-bit).
 - activations: per token and layer, the tensors autograd keeps for a Llama block (attention
   inputs and outputs, rotary q/k, SwiGLU gate/up/product, norms, LoRA dropout copies); with
-  gradient checkpointing only each layer's input plus one layer recomputed. Tokens per
+  gradient checkpointing only each layer's input plus one layer recomputed (and its
+  gradients). Tokens per
   micro-batch come from the real packed lengths: micro_batch x the longest sequence (padding).
 - mask: the block-diagonal mask for sdpa/eager, micro_batch x T x T bytes.
 - logits: computed only at supervised positions, `loss_chunk` at a time (fp32 logits,
@@ -31,9 +32,9 @@ from .config import TrainConfig
 
 NF4_BYTES = 0.5 + 1 / 64 + 4 / (64 * 256)
 # Elements kept per token per layer for backward, as multiples of hidden (d), the kv width and
-# the MLP width (ff); calibrated against measured runs (docs/sfttrain.md).
-ACT_D, ACT_KV, ACT_FF = 12, 3, 4
-LORA_DROPOUT_D, LORA_DROPOUT_FF = 6, 1
+# the MLP width (ff); checked against the tensors autograd really saves (docs/sfttrain.md).
+ACT_D, ACT_KV, ACT_FF = 8, 3, 4
+LORA_DROPOUT_D, LORA_DROPOUT_FF = 9, 1
 
 
 def model_shape(path: str | Path) -> dict[str, int]:
@@ -173,7 +174,8 @@ def predict(
     if attn == "eager":
         per_layer += 2 * shape["heads"] * longest  # scores and probabilities per query token
     full_acts = tokens * layers * per_layer * act_bytes
-    ckpt_acts = tokens * (layers * d + per_layer) * act_bytes
+    # checkpointing keeps each layer's input; backward recomputes one layer and holds its grads
+    ckpt_acts = tokens * (layers * d + 2 * per_layer) * act_bytes
     chunk = min(config.loss_chunk, supervised_per_micro_batch or tokens)
     parts = {
         "weights": weights,

@@ -148,6 +148,10 @@ def run(
                               dtype=torch.float64)
         _all_reduce(counts, world)
         supervised, tokens = max(int(counts[0]), 1), int(counts[1])
+        if config.data_log:  # lineage: which records each rank trained on at each step
+            ids = [rid for b in batches for row in b.record_ids for rid in row]
+            with open(out / f"data-rank{rank}.jsonl", "a") as fh:
+                fh.write(json.dumps({"step": state["step"] + 1, "record_ids": ids}) + "\n")
         loss_sum = torch.zeros((), dtype=torch.float64)
         for i, batch in enumerate(batches):
             batch = batch.to(device)

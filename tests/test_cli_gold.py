@@ -189,3 +189,15 @@ def test_low_confidence_hits_warn_but_pass(tmp_path):
     assert result.exit_code == 0, result.output
     assert "Warning: 1 low-confidence near-duplicate hit(s) (short or generic prompts)" in result.stderr
     assert "gold g1 ~ " in result.stderr and "(id t1): leakcheck:short" in result.stderr
+
+
+def test_freeze_from_stdin_keeps_a_content_hash(tmp_path, held_out):
+    data = pl.read_parquet(held_out)
+    buf = tmp_path / "in.jsonl"
+    data.write_ndjson(buf)
+    result = invoke("freeze", "-n", 3, "--gold-out", tmp_path / "g.parquet", data=buf.read_bytes())
+    assert result.exit_code == 0, result.output
+    lock = json.loads((tmp_path / "g.lock.json").read_text())
+    assert lock["input"]["file"] == "<stdin>" and lock["input"]["sha256"] is None
+    assert len(lock["input"]["content_sha256"]) == 64 and lock["input"]["records"] == 40
+    assert len(result.stdout.splitlines()) == 37

@@ -137,3 +137,35 @@ def test_input_that_is_not_tokenized_is_a_data_error(tmp_path):
         f"Error: {path}: not tokenized records: missing column(s) input_ids, labels, tokenizer. "
         "Fix: run the records through `sftdata render-template | sftdata tokenize` first"
     ) in result.output
+
+
+def test_render_tokenize_pack_inspect_end_to_end(tmp_path):
+    from conftest import FIXTURES, chat
+
+    from sftdata.schema import from_dicts
+
+    tiny = FIXTURES / "tokenizers" / "tiny-chatml"
+    records = from_dicts(
+        [chat("hi", "hello there", split="train"), chat("name a colour", "blue", split="train"),
+         chat("2+2?", "4", "and 3+3?", "6", split="val")]
+    )
+    runner = CliRunner()
+    rendered = runner.invoke(cli, ["render-template", "-t", "chatml"], input=records.write_ndjson())
+    assert rendered.exit_code == 0, rendered.output
+    tokens = runner.invoke(cli, ["tokenize", "-t", str(tiny)], input=rendered.stdout)
+    assert tokens.exit_code == 0, tokens.output
+    out = tmp_path / "shards"
+    packed = runner.invoke(cli, ["pack", "-o", str(out), "--seq-len", "128"], input=tokens.stdout)
+    assert packed.exit_code == 0, packed.output
+    assert "Warning" not in packed.stderr  # template text resolved, pad token known
+    manifest = read_manifest(out)
+    assert manifest["template"]["name"] == "chatml" and "<|im_start|>" in manifest["template"]["text"]
+    assert manifest["splits"]["val"]["documents"] == 1
+    tokenized_rows = [json.loads(line) for line in tokens.stdout.splitlines()]
+    assert manifest["splits"]["train"]["supervised_tokens"] == sum(
+        r["n_supervised"] for r in tokenized_rows if r["split"] == "train"
+    )
+    shown = runner.invoke(cli, ["inspect", str(out), "--split", "val", "--index", "0",
+                                "--tokenizer", str(tiny)])
+    assert shown.exit_code == 0, shown.output
+    assert "assistant\n[[4<|im_end|>]]\n<|im_start|>user\nand 3+3?<|im_end|>" in shown.stdout

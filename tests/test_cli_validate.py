@@ -59,7 +59,8 @@ def test_failures_exit_1_listing_each_failed_expectation_with_ids(tmp_path):
         {"id": "c", "messages": _msgs(("user", "q"), ("assistant", " "))},
     ]
     stdin = _write(tmp_path, rows).read_bytes()
-    result = run("-", input=stdin)
+    report = tmp_path / "out" / "contract.json"
+    result = run("--report", str(report), "-", input=stdin)
     assert result.exit_code == 1
     assert result.stdout == ""
     lines = result.stderr.splitlines()
@@ -75,18 +76,12 @@ def test_failures_exit_1_listing_each_failed_expectation_with_ids(tmp_path):
         "  1 row (25.0%): ids c (row 3)",
         "Error: 2 of 12 expectations failed in suite records",
     ]
-
-
-def test_report_json_lists_results_and_offending_ids(tmp_path):
-    rows = CLEAN + [{"id": "z", "task": "classification", "messages": _msgs(("user", "x"), ("assistant", "y"))}]
-    report = tmp_path / "out" / "contract.json"
-    result = run("--report", str(report), str(_write(tmp_path, rows)))
-    assert result.exit_code == 1
     data = json.loads(report.read_text())
-    assert (data["suite"], data["rows"], data["success"], data["failed"]) == ("records", 3, False, 1)
-    [failed] = [r for r in data["results"] if not r["success"]]
-    assert failed["description"] == "classification records carry a label"
-    assert failed["offending_ids"] == ["z"]
+    assert (data["suite"], data["rows"], data["success"], data["failed"]) == ("records", 4, False, 2)
+    failed = [r for r in data["results"] if not r["success"]]
+    assert [(r["description"], r["offending_ids"]) for r in failed] == [
+        ("ids are unique", ["a", "a"]), ("no empty assistant turn", ["c"]),
+    ]
 
 
 def test_unknown_suite_name_is_a_usage_error(tmp_path):

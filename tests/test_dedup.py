@@ -198,3 +198,8 @@ def test_bad_arguments_are_reported_together():
     )
     with pytest.raises(UsageProblem, match=r"--keep nope: no such column; use first, longest or a numeric column \(score\)"):
         dedup(df, keep="nope")
+
+
+def test_frame_without_record_columns_is_refused():
+    with pytest.raises(UsageProblem, match=r"not a record table: missing column\(s\) id, messages"):
+        dedup(pl.DataFrame({"text": ["a"]}))

@@ -188,6 +188,7 @@ def test_chat_scorer_is_pluggable():
 # --------------------------------------------------------------------------- real data
 
 
+@pytest.mark.realdata
 def test_ag_news_gold_freeze_and_score(realdata):
     path = realdata / "datasets/classification/ag_news_samples.csv"
     with open(path, newline="", encoding="utf-8") as fh:
@@ -225,6 +226,7 @@ def test_ag_news_gold_freeze_and_score(realdata):
     assert sum(map(sum, entry["confusion_matrix"]["matrix"])) == 200
 
 
+@pytest.mark.realdata
 def test_gsm8k_templated_near_duplicate_is_caught(realdata):
     """GSM8K test's "Max bought stamps" is a templated twin of train's "Bella bought stamps"."""
 

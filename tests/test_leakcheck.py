@@ -133,7 +133,7 @@ def test_short_item_in_many_distinct_training_texts_is_low_confidence():
     result = leakcheck(records(*rows), bench(), frequent_cutoff=10)
     assert set(result.matches["confidence"]) == {"low"}
     assert result.low_confidence_ids == [f"r{i:02d}" for i in range(12)]
-    assert json.loads(result.matches["evidence"][0])["short"]["train_texts_with_item"] == 12
+    assert json.loads(result.matches["evidence"][0])["train_texts_with_item"] == 12
 
 
 def test_frequent_ngrams_are_ignored_but_copies_of_one_item_are_not():
@@ -186,12 +186,19 @@ def test_empty_inputs_and_empty_texts():
 
 def test_bad_parameters_are_reported_together():
     with pytest.raises(UsageProblem) as err:
-        leakcheck(from_dicts([]), bench(), on="title", ngram=5, min_ngram=8, min_overlap=0)
+        leakcheck(from_dicts([]), bench(), on="title", min_ngram=0, min_overlap=0)
     assert str(err.value) == (
         "--on must be one of prompt, response, whole, got 'title'; "
-        "--min-ngram must be between 1 and --ngram (5), got 8; "
+        "--min-ngram must be at least 1, got 0; "
         "--min-overlap must be in (0, 1], got 0"
     )
+
+
+def test_min_ngram_is_capped_at_ngram():
+    train = records(chat("Please: who are you now", "x", id="a"))
+    ref = refs(bench=[chat("who are you now", "x", id="r")])  # 4 words, < min_ngram 8
+    assert leakcheck(train, ref).low_confidence_ids == ["a"]
+    assert leakcheck(train, ref, ngram=4).contaminated_ids == ["a"]
 
 
 # --------------------------------------------------------------------------- whole-run properties
@@ -207,9 +214,10 @@ def planted_train() -> pl.DataFrame:
     )
 
 
-def test_same_input_gives_identical_results_whatever_the_row_order_or_chunking():
+def test_same_input_gives_identical_results_whatever_the_row_order_or_chunking(monkeypatch):
     train = planted_train()
     first = leakcheck(train, bench())
+    monkeypatch.setattr("sftdata.ops.leakcheck.CHUNK_BYTES", 60)  # chunks of one or two texts
     shuffled = leakcheck(train.sample(fraction=1.0, shuffle=True, seed=3), bench(), chunk_rows=2)
     assert first.matches.equals(shuffled.matches)
     assert first.contaminated_ids == shuffled.contaminated_ids == ["leak1", "leak2"]
@@ -228,3 +236,64 @@ def test_decontaminate_keeps_counts_and_gives_reasons():
     ]
     kept, dropped = decontaminate(train, result, include_low=True)
     assert dropped["id"].to_list() == ["leak1", "opener", "leak2"]
+
+
+# --------------------------------------------------------------------------- against brute force
+
+VOCAB = ["alpha", "beta", "gamma", "delta", "eps", "zeta"]
+texts_strategy = st.lists(
+    st.lists(st.sampled_from(VOCAB), min_size=0, max_size=24).map(" ".join), min_size=1, max_size=6
+)
+
+
+@settings(max_examples=25, deadline=None)
+@given(texts_strategy, texts_strategy)
+def test_ngram_and_exact_evidence_match_python_sets(train_texts, ref_texts):
+    n = 4
+    train = records(*[chat(t, "x", id=f"t{i}") for i, t in enumerate(train_texts)])
+    ref = refs(r=[chat(t, "x", id=f"r{i}") for i, t in enumerate(ref_texts)])
+    result = leakcheck(train, ref, ngram=n, min_ngram=1, frequent_cutoff=1000, near=False)
+    got = {(m["train_id"], m["ref_id"]): m for m in result.matches.iter_rows(named=True)}
+
+    def grams(text):
+        ws = text.split()
+        return {tuple(ws[k : k + n]) for k in range(len(ws) - n + 1)}
+
+    expected = set()
+    for i, t in enumerate(train_texts):
+        for j, r in enumerate(ref_texts):
+            rw = r.split()
+            shared = grams(t) & grams(r)
+            contained = 0 < len(rw) < n and f" {r} " in f" {t} "
+            if (rw and t.split() == rw) or shared or contained:
+                expected.add((f"t{i}", f"r{j}"))
+            if shared:
+                covered = {k + d for k in range(len(rw) - n + 1) if tuple(rw[k : k + n]) in shared
+                           for d in range(n)}
+                evidence = json.loads(got[(f"t{i}", f"r{j}")]["evidence"])
+                assert evidence["ngram"]["coverage"] == pytest.approx(len(covered) / len(rw), abs=1e-4)
+    assert set(got) == expected
+
+
+@settings(max_examples=15, deadline=None)
+@given(texts_strategy, texts_strategy)
+def test_near_duplicate_prefilter_loses_no_pair(train_texts, ref_texts):
+    """MinHash on every pair and MinHash on the prefiltered candidates find the same pairs."""
+    from sftdata.ops.leakcheck import _near_pairs, _reference_items, view_text_expr
+
+    train = records(*[chat(t, "x", id=f"t{i}") for i, t in enumerate(train_texts)])
+    near_copies = [t + " zeta" for t in train_texts[:2]] + ["eps " + t for t in train_texts[:2]]
+    ref = refs(r=[chat(t, "x", id=f"r{i}") for i, t in enumerate(ref_texts + near_copies)])
+    result = leakcheck(train, ref, frequent_cutoff=1000)
+    prefiltered = {
+        (m["train_id"], m["ref_id"]) for m in result.matches.iter_rows(named=True)
+        if "near" in json.loads(m["evidence"])
+    }
+    items = _reference_items(ref, view_text_expr("prompt"))
+    items = items.with_columns(pl.Series("words", Corpus.from_texts(items["text"]).lengths))
+    every = pl.DataFrame({"row": range(train.height)}).join(
+        items.filter(pl.col("words") >= 5).select("ref"), how="cross"
+    ).cast(pl.Int64)
+    texts = train.select(view_text_expr("prompt").alias("text"))["text"]
+    full = _near_pairs(texts, items, every, 0.8, 128, 1, 1)
+    assert prefiltered == {(f"t{r}", items["ref_id"][ref]) for r, ref in full.select("row", "ref").rows()}

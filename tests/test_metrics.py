@@ -39,7 +39,7 @@ def test_classification_hand_computed():
 
 
 @pytest.mark.filterwarnings("ignore:A single label was found")
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(pairs=st.lists(st.tuples(LABELS, LABELS), min_size=1, max_size=40))
 def test_classification_matches_scikit_learn(pairs):
     refs, preds = [p[0] for p in pairs], [p[1] for p in pairs]

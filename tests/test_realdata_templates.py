@@ -11,8 +11,8 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import FIXTURES
+
 from sftdata.templates import Template, TemplateError, load_template, render
 
 TEMPLATE_DIRS = [

@@ -8,6 +8,7 @@ Phi-3, GPT-2) on real multi-turn conversations; tiktoken named encodings load of
 from __future__ import annotations
 
 import json
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -36,10 +37,17 @@ def real_chats(root: Path) -> list[list[dict]]:
     return chats + [c for c in shared if len(c) >= 4][:6]
 
 
+@cache
+def cached_tokenizer(path: str, cl100k_specials: bool = False):
+    """Loaded once per run: building Qwen2's 151k vocabulary from vocab+merges takes seconds."""
+    specials = {"<|im_start|>": 100264, "<|im_end|>": 100265} if cl100k_specials else None
+    return load_tokenizer(path, specials=specials)
+
+
 @pytest.mark.parametrize(("tok_dir", "template_file"), PAIRS)
 def test_labels_equal_transformers_assistant_mask(realdata, tok_dir, template_file):
     chats = real_chats(realdata)
-    tok = load_tokenizer(str(realdata / tok_dir))
+    tok = cached_tokenizer(str(realdata / tok_dir))
     template = load_template(str(realdata / "chat_templates_trl" / template_file))
     template = template.with_variables(tok.tok.special_tokens_map)
     rendered = render_template(from_dicts([{"messages": c} for c in chats]), template).records
@@ -77,8 +85,7 @@ def test_named_tiktoken_encoding_loads_offline(realdata, monkeypatch):
 
 
 def test_tiktoken_labels_cover_exactly_the_answers(realdata):
-    specials = {"<|im_start|>": 100264, "<|im_end|>": 100265}
-    tok = load_tokenizer(str(realdata / "tokenizers/tiktoken/cl100k_base.tiktoken"), specials=specials)
+    tok = cached_tokenizer(str(realdata / "tokenizers/tiktoken/cl100k_base.tiktoken"), True)
     chats = real_chats(realdata)
     rendered = render_template(from_dicts([{"messages": c} for c in chats]), "chatml").records
     out = tokenize(rendered, tok).records

@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 from conftest import chat
 
-from sftdata.errors import UsageProblem
+from sftdata.errors import DataError, UsageProblem
 from sftdata.ops.split import allocate, parse_plan, split, unit_hash
 from sftdata.schema import from_dicts
 
@@ -155,11 +155,18 @@ def test_report_is_json_serializable_and_counts_labels():
     assert labels == {"(null)": 1, "x": 39}
 
 
+def test_null_id_is_a_data_error():
+    df = records(3).with_columns(pl.when(pl.col("id") == "r1").then(None).otherwise(pl.col("id")).alias("id"))
+    with pytest.raises(DataError, match="row 1: field 'id': id is null. Fix: every record needs an id"):
+        split(df, RATIOS)
+
+
 def test_empty_input():
     result = split(records(0), RATIOS)
     assert result.frame.height == 0 and result.report["records_in"] == 0
 
 
+@pytest.mark.realdata
 def test_oasst_trees_stay_in_one_split(realdata):
     """Real OASST export trees: every conversation path of a tree shares the tree's group."""
     path = realdata / "datasets/oasst_trees/oasst_en_100_tree.jsonl"

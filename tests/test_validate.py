@@ -7,13 +7,15 @@ every broken property at once, each broken record breaking exactly one expectati
 from __future__ import annotations
 
 import json
+from collections import Counter
+from pathlib import Path
 
 import polars as pl
 import pytest
 
 from sftdata import contracts
 from sftdata.ops.validate import validate
-from sftdata.schema import from_dicts
+from sftdata.schema import RECORD_SCHEMA, from_dicts
 
 
 def _msgs(*pairs):
@@ -154,24 +156,80 @@ def test_tokenized_suite_on_untokenized_records_names_the_missing_columns():
     assert errors["pair"].startswith("columns 'n_tokens', 'n_supervised' are not in the contract view")
 
 
-def _alpaca_records(path) -> pl.DataFrame:
-    rows = json.loads(path.read_text(encoding="utf-8"))
-    return from_dicts([
-        {"id": f"{path.stem}-{i}", "source": path.name, "task": "chat",
-         "messages": _msgs(("user", "\n\n".join(p for p in (r["instruction"], r.get("input", "")) if p)),
-                           ("assistant", r["output"]))}
-        for i, r in enumerate(rows)
-    ])
+def _converted(path) -> pl.DataFrame:
+    """Real data through the real `sftdata convert` command (auto-detected format)."""
+    from click.testing import CliRunner
+
+    from sftdata.cli import cli
+
+    result = CliRunner().invoke(cli, ["convert", str(path)])
+    assert result.exit_code == 0, result.stderr
+    return pl.read_ndjson(result.stdout.encode(), schema_overrides=RECORD_SCHEMA)
+
+
+def _rows_in_duplicate_groups(keys: list[str]) -> list[int]:
+    counts = Counter(keys)
+    return [i for i, k in enumerate(keys) if counts[k] > 1]
 
 
 def test_realdata_alpaca_demo_fails_only_on_its_real_duplicates(realdata):
     path = realdata / "datasets" / "alpaca_format" / "llamafactory_alpaca_en_demo.json"
     raw = json.loads(path.read_text(encoding="utf-8"))
-    triples = [(r["instruction"], r.get("input", ""), r["output"]) for r in raw]
-    dup_rows = [i for i, t in enumerate(triples) if triples.count(t) > 1]
-    assert dup_rows  # the file really holds exact duplicates (14 extra copies)
-    report = validate(_alpaca_records(path), "records")
-    assert [o.description for o in report.failed] == [
-        "no two records hold the same conversation (GX cannot see this on `messages` itself)"
+    dup_rows = _rows_in_duplicate_groups(
+        [json.dumps([r["instruction"], r.get("input", ""), r["output"]]) for r in raw]
+    )
+    assert len(dup_rows) == 27  # the file really holds 14 extra copies of 13 records
+    report = validate(_converted(path), "records")
+    failed = {o.kwargs["column"]: o.offending_rows for o in report.failed}
+    assert failed.pop("content_hash") == dup_rows
+    assert set(failed) <= {"id"}  # content-hash ids collide exactly where the content does
+
+
+def test_realdata_openai_toy_chat_has_duplicates_and_userless_conversations(realdata):
+    path = realdata / "datasets" / "messages_format" / "openai_toy_chat_fine_tuning.jsonl"
+    raw = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    userless = [
+        i for i, r in enumerate(raw)
+        if next(m["role"] for m in r["messages"] if m["role"] != "system") != "user"
     ]
-    assert report.failed[0].offending_rows == dup_rows
+    assert userless  # system prompt followed directly by an assistant turn
+    report = validate(_converted(path), "records")
+    failed = {o.kwargs["column"]: o.offending_rows for o in report.failed}
+    assert failed["first_role"] == userless
+    assert failed["content_hash"] == _rows_in_duplicate_groups([json.dumps(r["messages"]) for r in raw])
+    assert set(failed) == {"first_role", "content_hash", "id"}
+
+
+def test_realdata_oasst_trees_pass_the_records_suite(realdata):
+    path = realdata / "datasets" / "oasst_trees" / "oasst_en_100_tree.jsonl"
+    df = _converted(path)
+    assert df.height > 100  # every root-to-leaf path of the 100 trees is a record
+    report = validate(df, "records")
+    assert report.ok, [(o.headline(), o.offending_ids[:3]) for o in report.failed]
+
+
+@pytest.mark.slow  # imports the tokenizer stack (transformers): ~8 s CPU on top of GX
+def test_realdata_tokenized_contract_catches_untrained_end_of_turn(realdata):
+    """convert -> render-template -> tokenize (real commands); --no-train-eot must fail."""
+    from click.testing import CliRunner
+
+    from sftdata.cli import cli
+
+    tokenizer = str(Path(__file__).resolve().parents[1] / "fixtures" / "tokenizers" / "tiny-chatml")
+    path = realdata / "datasets" / "alpaca_format" / "torchtune_alpaca_tiny.json"
+    runner = CliRunner()
+    rendered = runner.invoke(cli, ["render-template", "-t", "chatml", "-"],
+                             input=runner.invoke(cli, ["convert", str(path)]).stdout_bytes)
+    assert rendered.exit_code == 0, rendered.stderr
+
+    def tokenized(*flags: str) -> pl.DataFrame:
+        result = runner.invoke(cli, ["tokenize", "-t", tokenizer, *flags, "-"], input=rendered.stdout_bytes)
+        assert result.exit_code == 0, result.stderr
+        return pl.read_ndjson(result.stdout.encode(), infer_schema_length=None)
+
+    good = tokenized("--train-eot")
+    bad = tokenized("--no-train-eot").with_columns(pl.col("id") + "-no-eot")
+    report = validate(pl.concat([good, bad], how="diagonal_relaxed"), "tokenized")
+    assert [o.kwargs["column"] for o in report.failed] == ["eot_trained"]
+    assert report.failed[0].unexpected_count == bad.height == 100
+    assert report.failed[0].offending_rows[:3] == [100, 101, 102]

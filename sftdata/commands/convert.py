@@ -7,7 +7,15 @@ from pathlib import Path
 import click
 
 from ..formats import FORMATS
-from ..io import STDIO, TableWriter, display_name, iter_input_batches, open_source
+from ..io import (
+    STDIO,
+    BackgroundWriter,
+    TableWriter,
+    display_name,
+    iter_input_batches,
+    open_source,
+    prefetch,
+)
 from ..ops.convert import Converter
 from ..schema import ROLES, TASKS
 from ._common import (
@@ -61,11 +69,11 @@ def convert(input_path, output, to, rejects, from_, mapping, roles, template, ta
         roles=role_map, template=template, oasst_best=oasst_best, task=task,
     )
     conv = Converter(name, from_, opts, mapping, keep_going=rejects is not None)
-    with TableWriter(output, to) as out:
+    with BackgroundWriter(TableWriter(output, to)) as out:
         rejected = TableWriter(rejects, "jsonl" if Path(rejects).suffix != ".parquet"
                                else "parquet") if rejects else None
         try:
-            for batch in progress(iter_input_batches(source), desc="convert"):
+            for batch in progress(prefetch(iter_input_batches(source)), desc="convert"):
                 part = conv.feed(batch)
                 out.write(part.records)
                 if rejected is not None:

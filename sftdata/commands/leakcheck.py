@@ -30,7 +30,7 @@ SHOWN = 5  # contaminated records named on stderr; the rest are in --report
 @click.option("--ngram", type=int, default=13, show_default=True,
               help="Words per n-gram (13 as GPT-3 and lm-eval); shorter items are matched whole.")
 @click.option("--min-ngram", type=int, default=8, show_default=True,
-              help="Items with fewer words only ever give low-confidence matches.")
+              help="Items with fewer words (at most --ngram) only give low-confidence matches.")
 @click.option("--frequent-cutoff", type=int, default=10, show_default=True,
               help="Ignore n-grams in more distinct training texts (or reference items) than this.")
 @click.option("--min-overlap", type=float, default=0.4, show_default=True,

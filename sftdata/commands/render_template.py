@@ -39,7 +39,7 @@ def render_template(
     input_path: str, template_spec: str, generation_prompt: bool, variables: tuple[str, ...],
     output: str, to: str | None, rejects: str | None,
 ) -> None:
-    """Render conversations with a chat template and mark every assistant turn's span.
+    """Render conversations with a chat template, marking assistant spans.
 
     \b
     Example:

@@ -51,7 +51,7 @@ def tokenize(
     truncation: str | None, report_path: str | None, plot_path: str | None, output: str,
     to: str | None, rejects: str | None,
 ) -> None:
-    """Tokenize rendered records into input_ids and labels (-100 where not trained).
+    """Tokenize rendered records into input_ids and labels (-100: not trained).
 
     \b
     Example:

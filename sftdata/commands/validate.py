@@ -55,7 +55,7 @@ def validate(input_path: str, suite: str, report: str | None) -> None:
             say(f"  error: {outcome.error}")
         elif outcome.unexpected_count:
             rows = "row" if outcome.unexpected_count == 1 else "rows"
-            say(f"  {outcome.unexpected_count} {rows} ({outcome.unexpected_percent}%): {_examples(outcome)}")
+            say(f"  {outcome.unexpected_count} {rows} ({outcome.unexpected_percent:.1f}%): {_examples(outcome)}")
         elif outcome.observed_value is not None:
             say(f"  observed: {outcome.observed_value!r}")
     if failed:

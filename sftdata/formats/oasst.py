@@ -4,8 +4,8 @@ Accepted shapes: export trees (``{"message_tree_id", "prompt": {..., "replies": 
 nested message roots (``{"message_id", "replies": [...]}``) and flat message tables
 (``message_id``/``parent_id``, or the seed data's ``user_message_id``/``parent_message_id``),
 which are gathered over the whole file first. Deleted messages and their replies are left out;
-a path's trailing prompter turns are cut (nothing to train on) and a path with no assistant turn
-gives no record. ``--oasst-best`` keeps one path per tree, following the best-ranked reply
+a path's trailing prompter turns are cut (nothing to train on); a path with no assistant turn, or
+one that is then a prefix of another path, gives no record. ``--oasst-best`` keeps one path per tree, following the best-ranked reply
 (rank 0 first; unranked replies after ranked ones, in file order). All paths of a tree share
 ``group`` (the tree id); ``id`` is the last message's id; the path's message ids and per-message
 fields (rank, lang, emojis, ...) go to meta.
@@ -89,10 +89,14 @@ def tree_records(root: dict[str, Any], tree_id: Any, tree_fields: dict[str, Any]
     for path in paths:
         while path and path[-1][0].get("role") == "prompter":
             path = path[:-1]
-        key = tuple(id(node) for node, _ in path)
-        if not any(n.get("role") == "assistant" for n, _ in path) or key in seen:
+        if not path or path[-1][0].get("role") != "assistant":
             continue
-        seen.add(key)
+        end = path[-1][0]
+        # A path cut back to an assistant that other paths continue is a prefix of those
+        # conversations, not a conversation of its own (unless it is the --oasst-best path).
+        if id(end) in seen or (not opts.oasst_best and _assistant_below(end)):
+            continue
+        seen.add(id(end))
         messages = []
         for node, node_where in path:
             role = normalize_role(node.get("role"), _join(node_where, "role"), opts)
@@ -126,6 +130,14 @@ def _all_paths(root: dict[str, Any], where: str):
             yield path
         for reply in reversed(live):  # reversed: paths come out in file order
             stack.append([*path, reply])
+
+
+def _assistant_below(node: dict[str, Any]) -> bool:
+    for reply in node.get("replies") or []:
+        if isinstance(reply, dict) and not reply.get("deleted"):
+            if reply.get("role") == "assistant" or _assistant_below(reply):
+                return True
+    return False
 
 
 def _best_path(root: dict[str, Any], where: str) -> list[tuple[dict[str, Any], str]]:

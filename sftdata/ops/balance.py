@@ -214,31 +214,47 @@ def _with_copies(df: pl.DataFrame, keep: np.ndarray, copies_of: np.ndarray) -> p
             out = out.with_columns(pl.lit(None, dtype=pl.String).alias(col))
     is_copy = pl.Series(copy_no > 0)
     has_copies = pl.Series(np.repeat(repeat > 1, repeat))
-    suffix = pl.Series([f"{COPY_SUFFIX}{n}" for n in copy_no])
-    return out.with_columns(
-        pl.when(is_copy).then(pl.col("id") + suffix).otherwise(pl.col("id")).alias("id"),
+    copy_no_s = pl.Series(copy_no)
+    marked = out.with_columns(
+        pl.when(is_copy)
+        .then(
+            pl.when(pl.col("meta").is_null())
+            .then(pl.struct(pl.col("id").alias("upsampled_from")).struct.json_encode())
+            .otherwise(pl.col("meta"))  # merged below, in Python, for copies that have meta
+        )
+        .otherwise(pl.col("meta"))
+        .alias("meta"),
+        pl.when(is_copy)
+        .then(pl.col("id") + pl.lit(COPY_SUFFIX) + copy_no_s.cast(pl.String))
+        .otherwise(pl.col("id"))
+        .alias("id"),
         # an original and its copies form one group, so `split` never separates them
         pl.when(has_copies)
         .then(pl.col("group").fill_null(pl.col("id")))
         .otherwise(pl.col("group"))
         .alias("group"),
-        pl.when(is_copy)
-        .then(pl.struct("id", "meta").map_elements(_copy_meta, return_dtype=pl.String))
-        .otherwise(pl.col("meta"))
-        .alias("meta"),
     )
+    with_meta = np.flatnonzero((copy_no > 0) & out["meta"].is_not_null().to_numpy())
+    if with_meta.size:
+        ids, metas = out["id"].to_list(), marked["meta"].to_list()
+        for i in with_meta:
+            metas[i] = _copy_meta(ids[i], metas[i])
+        marked = marked.with_columns(pl.Series("meta", metas, dtype=pl.String))
+    return marked
 
 
-def _copy_meta(row: dict[str, Any]) -> str:
+def _copy_meta(original_id: str, text: str | None) -> str:
+    """The original's meta JSON plus ``upsampled_from`` (non-object meta is kept under "meta")."""
     meta: Any = None
-    if row["meta"]:
+    if text:
         try:
-            meta = json.loads(row["meta"])
+            meta = json.loads(text)
         except ValueError:
-            meta = row["meta"]
+            meta = text
     if not isinstance(meta, dict):
         meta = {} if meta is None else {"meta": meta}
-    return json.dumps({**meta, "upsampled_from": row["id"]}, ensure_ascii=False)
+    merged = {**meta, "upsampled_from": original_id}
+    return json.dumps(merged, ensure_ascii=False, separators=(",", ":"))
 
 
 def _reasons(mode, by, cap, shares, sizes, wanted) -> dict[str, str]:

@@ -74,15 +74,16 @@ def dedup(
     """Drop exact and near-duplicate records (see the module docstring for the rules)."""
     _check_arguments(df, mode, on, threshold, num_perm, ngram, unit, keep)
     n = df.height
-    view = df.select(view_expr(on).alias("view")).to_series() if n else pl.Series([], dtype=pl.String)
     near = mode in ("near", "both")
     if workers is None:
         workers = minhash.default_workers()
     if n < minhash.PARALLEL_MIN_DOCS:
         workers = 1
 
-    keys, empty, sigs = _features(view, near, punctuation, num_perm, ngram, unit, seed, workers)
-    rank = _keep_rank(df, view, keep)
+    keys, empty, lengths, sigs = _features(
+        df, on, near, punctuation, num_perm, ngram, unit, seed, workers
+    )
+    rank = _keep_rank(df, lengths, keep)
     result = DedupResult(df, df.head(0), n, 0, 0, 0, int(empty.sum()))
     # exact_rep[i]: the row i is an exact copy of (i itself if none); near_rep likewise for the
     # near stage, which sees only exact representatives; similarity[i]: i versus near_rep[i].
@@ -93,9 +94,10 @@ def dedup(
         exact_rep = _exact_stage(keys, empty, rank)
     if near:
         alive = np.flatnonzero((exact_rep == np.arange(n)) & ~empty)
-        _near_stage(view, sigs, alive, rank, near_rep, similarity, result,
-                    threshold=threshold, verify=verify, ngram=ngram, unit=unit,
+        _near_stage(df, sigs, alive, rank, near_rep, similarity, result,
+                    on=on, threshold=threshold, verify=verify, ngram=ngram, unit=unit,
                     punctuation=punctuation)
+    del sigs, keys  # the largest arrays go before the output frames are built
     return _assemble(df, exact_rep, near_rep, similarity, result)
 
 
@@ -104,6 +106,12 @@ def _check_arguments(
     unit: str, keep: str,
 ) -> None:
     problems = []
+    missing = [c for c in ("id", "messages") if c not in df.columns]
+    if missing:
+        problems.append(
+            f"not a record table: missing column(s) {', '.join(missing)}; "
+            "run it through `sftdata convert` first"
+        )
     if mode not in MODES:
         problems.append(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     if on not in VIEWS:
@@ -141,52 +149,61 @@ def numeric_columns(df: pl.DataFrame) -> list[str]:
 def chunk_features(
     texts: list[str], near: bool, punctuation: bool, num_perm: int, ngram: int, unit: str,
     seed: int,
-) -> tuple[bytes, np.ndarray, np.ndarray | None]:
-    """One pass over a chunk of view texts: 16-byte exact keys, empty flags, MinHash signatures.
+) -> tuple[bytes, np.ndarray, np.ndarray, np.ndarray | None]:
+    """One pass over a chunk of view texts: 16-byte exact keys, empty flags, lengths, signatures.
 
     Normalizing once serves both stages. Module-level so worker processes can run it.
     """
-    norms = [normalize(t or "", strip_punctuation=punctuation) for t in texts]
+    texts = [t or "" for t in texts]
+    norms = [normalize(t, strip_punctuation=punctuation) for t in texts]
     keys = b"".join([blake2b(s.encode("utf-8"), digest_size=16).digest() for s in norms])
     empty = np.array([not s for s in norms], dtype=bool)
+    lengths = np.array([len(t) for t in texts], dtype=np.int64)
     sigs = minhash.normalized_signatures(norms, num_perm, ngram, unit, seed) if near else None
-    return keys, empty, sigs
+    return keys, empty, lengths, sigs
+
+
+def view_texts(df: pl.DataFrame, on: str) -> list[str]:
+    return df.select(view_expr(on)).to_series().to_list()
 
 
 def _features(
-    view: pl.Series, near: bool, punctuation: bool, num_perm: int, ngram: int, unit: str,
-    seed: int, workers: int,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Exact keys (n, 2) uint64, empty flags (n,), signatures (n, num_perm) uint32 or None.
+    df: pl.DataFrame, on: str, near: bool, punctuation: bool, num_perm: int, ngram: int,
+    unit: str, seed: int, workers: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """Exact keys (n, 2) uint64, empty flags, view lengths, signatures (n, num_perm) uint32.
 
-    The view is handed out in chunks, so only a chunk's Python strings exist at any time.
+    Views are built and handed out a chunk at a time, so only one chunk's Python strings
+    exist at once (the whole view column of 1M documents would double the frame's memory).
     """
-    n = view.len()
+    n = df.height
     keys = np.empty((n, 2), dtype=np.uint64)
     empty = np.zeros(n, dtype=bool)
+    lengths = np.zeros(n, dtype=np.int64)
     sigs = np.empty((n, num_perm), dtype=np.uint32) if near else None
-    chunks = (view.slice(i, CHUNK_ROWS).to_list() for i in range(0, n, CHUNK_ROWS))
+    chunks = (view_texts(df.slice(i, CHUNK_ROWS), on) for i in range(0, n, CHUNK_ROWS))
     args = (near, punctuation, num_perm, ngram, unit, seed)
     start = 0
-    for key_bytes, chunk_empty, chunk_sigs in minhash.map_chunks(
+    for key_bytes, chunk_empty, chunk_lengths, chunk_sigs in minhash.map_chunks(
         chunk_features, chunks, *args, workers=workers
     ):
         stop = start + chunk_empty.shape[0]
         keys[start:stop] = np.frombuffer(key_bytes, dtype=np.uint64).reshape(-1, 2)
         empty[start:stop] = chunk_empty
+        lengths[start:stop] = chunk_lengths
         if sigs is not None:
             sigs[start:stop] = chunk_sigs
         start = stop
-    return keys, empty, sigs
+    return keys, empty, lengths, sigs
 
 
-def _keep_rank(df: pl.DataFrame, view: pl.Series, keep: str) -> np.ndarray:
+def _keep_rank(df: pl.DataFrame, lengths: np.ndarray, keep: str) -> np.ndarray:
     """rank[i] < rank[j] when row i is preferred; ties always go to the earlier row."""
     n = df.height
     if keep == "first" or n == 0:
         return np.arange(n)
     if keep == "longest":
-        score = view.str.len_chars().fill_null(0).to_numpy().astype(np.float64)
+        score = lengths.astype(np.float64)
     else:
         score = df[keep].cast(pl.Float64).fill_nan(None).fill_null(-np.inf).to_numpy()
     order = np.lexsort((np.arange(n), -score))  # highest score first, then input order
@@ -261,8 +278,8 @@ def clusters_from_pairs(n: int, pairs: np.ndarray) -> np.ndarray:
 
 
 def _near_stage(
-    view: pl.Series, sigs: np.ndarray, alive: np.ndarray, rank: np.ndarray,
-    near_rep: np.ndarray, similarity: np.ndarray, result: DedupResult, *, threshold: float,
+    df: pl.DataFrame, sigs: np.ndarray, alive: np.ndarray, rank: np.ndarray,
+    near_rep: np.ndarray, similarity: np.ndarray, result: DedupResult, *, on: str, threshold: float,
     verify: bool, ngram: int, unit: str, punctuation: bool,
 ) -> None:
     """Cluster the ``alive`` rows by MinHash LSH; fill near_rep and similarity for them."""
@@ -274,7 +291,7 @@ def _near_stage(
     result.candidate_pairs = len(pairs)
     sets: dict[int, set[bytes]] = {}
     if verify and len(pairs):
-        sets = _shingle_sets(view, np.unique(pairs), ngram, unit, punctuation)
+        sets = _shingle_sets(df, on, np.unique(pairs), ngram, unit, punctuation)
         exact = np.array([_jaccard(sets[i], sets[j]) for i, j in pairs.tolist()])
         result.rejected_pairs = int((exact < threshold).sum())
         pairs = pairs[exact >= threshold]
@@ -293,9 +310,9 @@ def _near_stage(
 
 
 def _shingle_sets(
-    view: pl.Series, rows: np.ndarray, ngram: int, unit: str, punctuation: bool
+    df: pl.DataFrame, on: str, rows: np.ndarray, ngram: int, unit: str, punctuation: bool
 ) -> dict[int, set[bytes]]:
-    texts = view.gather(rows).to_list()
+    texts = view_texts(df[rows], on)
     return {
         int(row): set(minhash._shingle_bytes(normalize(t or "", strip_punctuation=punctuation), ngram, unit))
         for row, t in zip(rows, texts, strict=True)

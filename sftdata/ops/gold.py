@@ -81,6 +81,11 @@ def freeze(
         raise UsageProblem(f"-n must be at least 1 (got {n})")
     if n > df.height:
         raise UsageProblem(f"-n {n} asks for more records than {source} has ({df.height})")
+    if df["id"].null_count():
+        raise DataError(
+            "id is null", file=source, row=int(df["id"].is_null().arg_max()), field="id",
+            fix="every record needs an id; `sftdata convert` derives one from the content",
+        )
     dupes = duplicate_ids(df)
     if dupes:
         raise DataError(

@@ -15,13 +15,12 @@ Evidence for a (training record, reference item) pair comes in four kinds:
          when the exact Jaccard similarity of the shingle sets reaches ``near_threshold``.
 
 Confidence: generic short prompts ("Who are you?" is a TruthfulQA item and a chat opener) collide
-by chance, so a pair is *high* confidence when one of these holds, else *low*:
-  exact or near   and the item has at least ``min_ngram`` words;
-  ngram           and overlap >= ``min_overlap`` (a single boilerplate-like 13-gram is not enough);
-  short           and the item has at least ``min_ngram`` words and is found in at most
-                  ``frequent_cutoff`` distinct training texts.
-High-confidence records are the contaminated ones; low-confidence ones are reported apart,
-never counted as contaminated and never silently ignored.
+by chance. An item is *generic* when it has fewer than ``min_ngram`` words, or fewer than
+``ngram`` words and matches more than ``frequent_cutoff`` distinct training texts. A pair is
+*high* confidence when its item is not generic and it has exact, short or near evidence, or
+n-grams covering at least ``min_overlap`` of the item (one stray 13-gram is not enough); every
+other pair is *low*. High-confidence records are the contaminated ones; low-confidence ones are
+reported apart, never counted as contaminated (unless the caller asks) and never silently ignored.
 """
 
 from __future__ import annotations
@@ -41,6 +40,7 @@ ON_CHOICES = ("prompt", "response", "whole")
 KINDS = ("exact", "ngram", "short", "near")  # also the priority when a pair has several
 NEAR_SHINGLE = 5  # word 5-grams for MinHash, as datatrove
 EVIDENCE_NGRAMS = 5  # matching n-grams quoted per pair in the evidence
+CHUNK_BYTES = 32 * 1024 * 1024  # training text per scan chunk: bounds the word arrays (~1 GB)
 
 MATCH_SCHEMA = {
     "train_id": pl.String,
@@ -81,8 +81,8 @@ def check_params(
         problems.append(f"--on must be one of {', '.join(ON_CHOICES)}, got {on!r}")
     if ngram < 1:
         problems.append(f"--ngram must be at least 1, got {ngram}")
-    if not 1 <= min_ngram <= max(ngram, 1):
-        problems.append(f"--min-ngram must be between 1 and --ngram ({ngram}), got {min_ngram}")
+    if min_ngram < 1:
+        problems.append(f"--min-ngram must be at least 1, got {min_ngram}")
     if frequent_cutoff < 1:
         problems.append(f"--frequent-cutoff must be at least 1, got {frequent_cutoff}")
     if not 0.0 < near_threshold <= 1.0:
@@ -116,6 +116,7 @@ def leakcheck(
         on=on, ngram=ngram, min_ngram=min_ngram, frequent_cutoff=frequent_cutoff,
         near_threshold=near_threshold, num_perm=num_perm, min_overlap=min_overlap,
     )
+    min_ngram = min(min_ngram, ngram)  # an item of ngram words is never generic
     view = view_text_expr(on)
     train_text = train.select(view.alias("text"))["text"]
     ref_items = _reference_items(references, view)
@@ -131,7 +132,7 @@ def leakcheck(
         train_text, ref_items, ref_windows, ngram, chunk_rows, shingle_index, near_threshold
     )
     ngram_pairs, boiler_train = _ngram_pairs(found, ref_windows, ngram, frequent_cutoff)
-    short_pairs = _short_pairs(found)
+    short_pairs = found["contained"].with_columns(pl.lit(True).alias("contained"))
     near_pairs = (
         _near_pairs(train_text, ref_items, found["near_candidates"], near_threshold, num_perm,
                     seed, workers)
@@ -139,7 +140,8 @@ def leakcheck(
         else _empty_near()
     )
     pairs = _combine(found["exact"], ngram_pairs, short_pairs, near_pairs)
-    pairs = _judge(pairs, ref_items, min_ngram, frequent_cutoff, min_overlap)
+    pairs = _judge(pairs, ref_items, found["wholes"], ngram, min_ngram, frequent_cutoff,
+                   min_overlap)
     matches = _matches_frame(pairs, train, ref_items, refs, ngram)
 
     high = matches.filter(pl.col("confidence") == "high")["train_id"].unique().sort().to_list()
@@ -244,10 +246,8 @@ def _scan_train(
     short = nonempty.filter(pl.col("words") < n)
     short_lengths = sorted(short["words"].unique().to_list())
     exact, hits, contained, wholes, near = [], [], [], [], []
-    for lo in range(0, max(len(texts), 1), chunk_rows):
-        chunk = Corpus.from_texts(texts.slice(lo, chunk_rows))
-        if len(chunk) == 0:
-            break
+    for lo, hi in _chunks(texts, chunk_rows):
+        chunk = Corpus.from_texts(texts.slice(lo, hi - lo))
         lengths = chunk.lengths
         rows = pl.DataFrame(
             {"row": np.arange(lo, lo + len(chunk), dtype=np.int64), "whole": chunk.whole(),
@@ -276,6 +276,19 @@ def _scan_train(
         "wholes": _concat(wholes, {"row": pl.Int64, "whole": pl.UInt64, "words": pl.Int64}),
         "near_candidates": _concat(near, {"row": pl.Int64, "ref": pl.Int64}),
     }
+
+
+def _chunks(texts: pl.Series, max_rows: int) -> list[tuple[int, int]]:
+    """[lo, hi) row ranges of at most max_rows rows and about CHUNK_BYTES of text each."""
+    ends = texts.str.len_bytes().fill_null(0).cast(pl.Int64).cum_sum().to_numpy()
+    bounds, lo = [], 0
+    while lo < len(texts):
+        # rows whose text ends within the byte budget of this chunk (at least one row)
+        budget = (ends[lo - 1] if lo else 0) + CHUNK_BYTES
+        hi = min(max(int(np.searchsorted(ends, budget, side="right")), lo + 1), lo + max_rows)
+        bounds.append((lo, hi))
+        lo = hi
+    return bounds
 
 
 def _concat(frames: list[pl.DataFrame], schema: dict[str, Any]) -> pl.DataFrame:
@@ -307,13 +320,6 @@ def _ngram_pairs(
         pl.col("start").head(EVIDENCE_NGRAMS).alias("starts"),
     )
     return pairs, frequent.height
-
-
-def _short_pairs(found: dict[str, pl.DataFrame]) -> pl.DataFrame:
-    """(row, ref, texts_with_item): short items found whole, with how many training texts hold them."""
-    contained = found["contained"].join(found["wholes"].select("row", "whole"), on="row")
-    spread = contained.group_by("ref").agg(pl.col("whole").n_unique().alias("texts_with_item"))
-    return contained.select("row", "ref").join(spread, on="ref")
 
 
 # --------------------------------------------------------------------------- near-duplicates
@@ -353,7 +359,9 @@ def _near_candidates(
 
     J(A, B) >= t needs |A & B| >= t * |B| (B = the item's shingles); the rare shared shingles
     counted here miss at most the item's common ones, so a pair is kept when rare shared >= that
-    bound minus them. MinHash then runs only on the records and items of these pairs.
+    bound minus them. MinHash then runs only on the records and items of these pairs. The one
+    loss, by design: a pair must share at least one rare shingle, so an item made only of
+    boilerplate (shingles of more than ``frequent_cutoff`` items) has no near-duplicate evidence.
     """
     rare, sizes = shingle_index
     shingles = chunk.windows(NEAR_SHINGLE).select("hash", "row")
@@ -418,20 +426,29 @@ def _combine(
 
 
 def _judge(
-    pairs: pl.DataFrame, items: pl.DataFrame, min_ngram: int, cutoff: int, min_overlap: float
+    pairs: pl.DataFrame, items: pl.DataFrame, wholes: pl.DataFrame, n: int, min_ngram: int,
+    cutoff: int, min_overlap: float,
 ) -> pl.DataFrame:
     """Kind (strongest evidence), confidence and overlap of each pair (rules in the module doc)."""
-    pairs = pairs.join(items.select("ref", "words"), on="ref", how="left")
-    long_item = pl.col("words") >= min_ngram
+    # how many distinct training texts match each item: a short item in many is generic
+    spread = (
+        pairs.select("row", "ref")
+        .join(wholes.select("row", "whole"), on="row")
+        .group_by("ref")
+        .agg(pl.col("whole").n_unique().alias("texts_with_item"))
+    )
+    pairs = pairs.join(items.select("ref", "words"), on="ref", how="left").join(
+        spread, on="ref", how="left"
+    )
     coverage = (pl.col("covered") / pl.col("words")).fill_null(0.0)
     has_ngram = pl.col("ngrams").is_not_null()
-    has_short = pl.col("texts_with_item").is_not_null()
+    has_short = pl.col("contained").fill_null(False)
     has_near = pl.col("jaccard").is_not_null()
-    high = (
-        (pl.col("exact") & long_item)
-        | (has_ngram & (coverage >= min_overlap))
-        | (has_near & long_item)
-        | (has_short & long_item & (pl.col("texts_with_item") <= cutoff))
+    generic = (pl.col("words") < min_ngram) | (
+        (pl.col("words") < n) & (pl.col("texts_with_item") > cutoff)
+    )
+    high = ~generic & (
+        pl.col("exact") | has_short | has_near | (has_ngram & (coverage >= min_overlap))
     )
     kind = (
         pl.when(pl.col("exact")).then(pl.lit("exact"))
@@ -449,6 +466,7 @@ def _judge(
         pl.when(high).then(pl.lit("high")).otherwise(pl.lit("low")).alias("confidence"),
         overlap.round(4).alias("overlap"),
         coverage.alias("coverage"),
+        (pl.col("words") < n).alias("short_item"),
     )
 
 
@@ -472,7 +490,7 @@ def _evidence(pair: dict[str, Any], refs: Corpus, n: int) -> str:
         k for k, present in (
             ("exact", pair["exact"]),
             ("ngram", pair["ngrams"] is not None),
-            ("short", pair["texts_with_item"] is not None),
+            ("short", bool(pair["contained"])),
             ("near", pair["jaccard"] is not None),
         ) if present
     ]
@@ -486,11 +504,10 @@ def _evidence(pair: dict[str, Any], refs: Corpus, n: int) -> str:
         }
     if pair["jaccard"] is not None:
         ev["near"] = {"jaccard": round(pair["jaccard"], 4), "shingle": f"word {NEAR_SHINGLE}-grams"}
-    if pair["texts_with_item"] is not None:
-        ev["short"] = {
-            "item": refs.text(pair["ref"]),
-            "train_texts_with_item": pair["texts_with_item"],
-        }
+    if pair["contained"]:
+        ev["short"] = {"item": refs.text(pair["ref"])}
+    if pair["short_item"]:
+        ev["train_texts_with_item"] = pair["texts_with_item"]
     return json.dumps(ev, ensure_ascii=False, separators=(",", ":"))
 
 

@@ -36,6 +36,7 @@ TRUNCATIONS = ("right", "left", "drop", "fail")
 SPLIT_ORDER = ("train", "val", "test", "gold")
 DEFAULT_SPLIT = "train"
 REQUIRED_COLUMNS = ("id", "input_ids", "labels", "tokenizer")
+CHECK_CHUNK = 1 << 24  # tokens checked at a time
 TOKENIZE_FIX = "run the records through `sftdata render-template | sftdata tokenize` first"
 
 
@@ -310,11 +311,37 @@ class PackResult:
         }
 
 
+def _window_sums(mask: np.ndarray, starts: np.ndarray, stops: np.ndarray) -> np.ndarray:
+    """mask[start:stop].sum() for windows in buffer order (each ends before the next begins),
+    without a cumulative array the size of the input."""
+    out = np.zeros(starts.size, dtype=np.int64)
+    nonempty = stops > starts
+    if not nonempty.any():
+        return out
+    bounds = np.empty(2 * int(nonempty.sum()), dtype=np.int64)
+    bounds[0::2], bounds[1::2] = starts[nonempty], stops[nonempty]
+    if bounds[-1] >= mask.size:
+        bounds = bounds[:-1]  # reduceat runs the last window to the end by itself
+    # even positions sum a window; odd ones the gap before the next window (ignored)
+    out[nonempty] = np.add.reduceat(mask.view(np.uint8), bounds, dtype=np.int64)[0::2]
+    return out
+
+
 def _ranges(starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
-    """Concatenation of arange(s, s + l) for every (s, l), without a Python loop."""
-    lens = lens.astype(np.int64)
+    """Concatenation of arange(s, s + l) for every (s, l), without a Python loop.
+
+    One cumulative sum over steps of 1, with a jump where each range begins.
+    """
+    keep = lens > 0
+    starts, lens = starts[keep].astype(np.int64), lens[keep].astype(np.int64)
+    total = int(lens.sum())
+    steps = np.ones(total, dtype=np.int64)
+    if total == 0:
+        return steps
     out_starts = np.cumsum(lens) - lens
-    return np.repeat(starts.astype(np.int64) - out_starts, lens) + np.arange(int(lens.sum()))
+    steps[0] = starts[0]
+    steps[out_starts[1:]] = starts[1:] - (starts[:-1] + lens[:-1]) + 1
+    return np.cumsum(steps, out=steps)
 
 
 # --------------------------------------------------------------------------- the op
@@ -368,11 +395,11 @@ def pack(
     offsets, ids, labels = _token_buffers(frame, tokenizer, source)
     record_ids = _record_ids(frame, source)
     split_names = _split_names(frame, source)
-    fingerprint = _fingerprint(offsets, ids, labels, record_ids)
 
     lengths = np.diff(offsets)
-    trained = np.concatenate([[0], np.cumsum(labels != LABEL_PAD, dtype=np.int64)])
-    supervised = trained[offsets[1:]] - trained[offsets[:-1]]
+    trained = labels != LABEL_PAD
+    fingerprint = _fingerprint(offsets, ids, trained, record_ids)
+    supervised = _window_sums(trained, offsets[:-1], offsets[1:])
 
     # truncation: the kept window [start, start + kept) of every document
     too_long = lengths > seq_len
@@ -398,7 +425,7 @@ def pack(
         elif truncation == "left":  # keep the end of the conversation
             start[too_long] = offsets[1:][too_long] - seq_len
     cut = too_long & (truncation in ("right", "left"))
-    supervised_kept = trained[start + kept] - trained[start]
+    supervised_kept = _window_sums(trained, start, start + kept) if cut.any() else supervised
     lost = supervised - supervised_kept
     for i in np.flatnonzero((kinds == None) & (supervised_kept == 0)).tolist():  # noqa: E711
         if lengths[i] == 0:
@@ -582,9 +609,12 @@ def _token_buffers(
             f"token id {int(ids[at])} is negative", file=source, row=row, field="input_ids",
             fix="tokenize again; token ids are never negative",
         )
-    misaligned = (labels != LABEL_PAD) & (labels != ids)
-    if misaligned.any():
-        at = int(np.flatnonzero(misaligned)[0])
+    for lo in range(0, ids.size, CHECK_CHUNK):  # in chunks: no input-sized temporaries
+        chunk_ids, chunk_labels = ids[lo : lo + CHECK_CHUNK], labels[lo : lo + CHECK_CHUNK]
+        misaligned = (chunk_labels != LABEL_PAD) & (chunk_labels != chunk_ids)
+        if not misaligned.any():
+            continue
+        at = lo + int(np.flatnonzero(misaligned)[0])
         row = int(np.searchsorted(offsets, at, side="right") - 1)
         raise DataError(
             f"label {int(labels[at])} at token {at - int(offsets[row])} is neither -100 nor the "
@@ -626,16 +656,20 @@ def _ordered(names: set[str]) -> list[str]:
     return known + sorted(names - set(SPLIT_ORDER))
 
 
-def _fingerprint(offsets: np.ndarray, ids: np.ndarray, labels: np.ndarray, record_ids: pa.Array) -> str:
-    """sha256 of the tokenized input in order (the same for JSONL, Parquet or Arrow input)."""
+def _fingerprint(offsets: np.ndarray, ids: np.ndarray, trained: np.ndarray, record_ids: pa.Array) -> str:
+    """sha256 of the tokenized input in order (the same for JSONL, Parquet or Arrow input).
+
+    Labels are checked to be the token id or -100, so ids plus one bit per token (trained or
+    not) determine them: hashing the bits instead of the labels halves the bytes hashed.
+    """
     h = hashlib.sha256()
-    h.update(np.ascontiguousarray(offsets, dtype="<i8").tobytes())
-    h.update(np.ascontiguousarray(ids, dtype="<i4").tobytes())
-    h.update(np.ascontiguousarray(labels, dtype="<i4").tobytes())
+    h.update(np.ascontiguousarray(offsets, dtype="<i8"))
+    h.update(np.ascontiguousarray(ids, dtype="<i4"))
+    h.update(np.packbits(trained))
     id_offsets = np.frombuffer(record_ids.buffers()[1], dtype=np.int32)
     id_offsets = id_offsets[record_ids.offset : record_ids.offset + len(record_ids) + 1]
-    h.update((id_offsets - id_offsets[0]).astype("<i8").tobytes())
+    h.update((id_offsets - id_offsets[0]).astype("<i8"))
     data = record_ids.buffers()[2]
     if data is not None:
-        h.update(data.to_pybytes()[id_offsets[0] : id_offsets[-1]])
+        h.update(memoryview(data)[id_offsets[0] : id_offsets[-1]])
     return h.hexdigest()

@@ -54,7 +54,7 @@ def render_template(
     kept: list[int] = []
     failed: list[int] = []
     reasons: list[str] = []
-    for i, (messages, task) in enumerate(zip(df["messages"].to_list(), tasks)):
+    for i, (messages, task) in enumerate(zip(df["messages"].to_list(), tasks, strict=True)):
         try:
             out = render(tmpl, messages or [], generation_prompt=generation_prompt, task=task)
         except TemplateError as exc:

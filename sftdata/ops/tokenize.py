@@ -23,13 +23,13 @@ import numpy as np
 import polars as pl
 
 from ..errors import DataError
-from ..tokenizers import Tokenizer
+from ..tokenizers import Encoded, Tokenizer
 
 LABEL_PAD = -100
 POLICIES = ("all", "last", "flag")
 TRUNCATIONS = ("right", "left", "drop", "fail")
 OUTPUT_COLUMNS = ("input_ids", "labels", "n_tokens", "n_supervised", "tokenizer")
-BATCH_ROWS = 2048
+CHUNK_ROWS = 8192
 
 
 @dataclass
@@ -73,87 +73,126 @@ def tokenize(
             f"no {' or '.join(repr(c) for c in missing)} column", file=source,
             fix="run the records through `sftdata render-template` first",
         )
-    texts = df["text"].to_list()
+    texts = [t or "" for t in df["text"].to_list()]
     all_spans = df["spans"].to_list()
-    ids_out: list[np.ndarray] = []
-    labels_out: list[np.ndarray] = []
-    kept: list[int] = []
-    dropped: list[int] = []
-    reasons: list[str] = []
-    lengths = np.zeros(df.height, dtype=np.int64)
-    truncated = lost = 0
-    for lo in range(0, df.height, BATCH_ROWS):
-        batch_texts = [t or "" for t in texts[lo : lo + BATCH_ROWS]]
-        char_spans = []
-        for spans in all_spans[lo : lo + BATCH_ROWS]:
-            chosen = trained_spans(spans or [], train_on)
-            char_spans.append(
-                [(s["start"], s["end"] if train_eot else s["eot_start"]) for s in chosen]
-            )
-        encoded = tokenizer.encode(batch_texts, [[] if train_prompt else c for c in char_spans])
-        for k, ids in enumerate(encoded.ids):
-            row = lo + k
-            labels = ids.copy() if train_prompt else _labels(ids, encoded.ranges[k])
-            lengths[row] = ids.size
-            supervised = int((labels != LABEL_PAD).sum())
-            if supervised == 0:
-                dropped.append(row)
-                reasons.append(f"no supervised token (train-on {train_on})")
-                continue
-            if max_len is not None and ids.size > max_len:
-                if truncation == "fail":
-                    raise DataError(
-                        f"{ids.size} tokens, longer than --max-len {max_len}", file=source,
-                        row=row, field="text",
-                        fix="raise --max-len or choose --truncation right, left or drop",
-                    )
-                if truncation == "drop":
-                    dropped.append(row)
-                    reasons.append(f"{ids.size} tokens, longer than --max-len {max_len}")
-                    continue
-                cut = slice(0, max_len) if truncation == "right" else slice(ids.size - max_len, None)
-                ids, labels = ids[cut], labels[cut]
-                truncated += 1
-                left = int((labels != LABEL_PAD).sum())
-                lost += supervised - left
-                if left == 0:
-                    dropped.append(row)
-                    reasons.append(
-                        f"no supervised token left after {truncation} truncation to {max_len}"
-                    )
-                    continue
-            kept.append(row)
-            ids_out.append(ids)
-            labels_out.append(labels)
-    records = df.drop([c for c in OUTPUT_COLUMNS if c in df.columns])[kept].with_columns(
-        _list_series("input_ids", ids_out),
-        _list_series("labels", labels_out),
-        pl.Series("n_tokens", [a.size for a in ids_out], dtype=pl.Int32),
-        pl.Series("n_supervised", [int((a != LABEL_PAD).sum()) for a in labels_out], dtype=pl.Int32),
+    char_spans = []
+    for spans in all_spans:
+        chosen = [] if train_prompt else trained_spans(spans or [], train_on)
+        char_spans.append([(s["start"], s["end"] if train_eot else s["eot_start"]) for s in chosen])
+    # encoded in chunks (bounded Python lists), then labels and counts are whole-array numpy
+    encoded = _merge([
+        tokenizer.encode(texts[i : i + CHUNK_ROWS], char_spans[i : i + CHUNK_ROWS])
+        for i in range(0, len(texts), CHUNK_ROWS)
+    ])
+    ids, offsets = encoded.ids, encoded.offsets
+    trained = np.ones(ids.size, dtype=bool) if train_prompt else _trained_mask(encoded, char_spans)
+    labels = np.where(trained, ids, LABEL_PAD).astype(np.int32)
+    supervised_before = _count(trained, offsets[:-1], offsets[1:])
+    lengths = np.diff(offsets)
+
+    lo, hi = offsets[:-1].copy(), offsets[1:].copy()
+    reasons: dict[int, str] = {}
+    for row in np.flatnonzero(supervised_before == 0):
+        reasons[int(row)] = f"no supervised token (train-on {train_on})"
+    too_long = np.flatnonzero(lengths > max_len) if max_len is not None else np.zeros(0, np.int64)
+    too_long = np.array([r for r in too_long if int(r) not in reasons], dtype=np.int64)
+    if too_long.size and truncation == "fail":
+        row = int(too_long[0])
+        raise DataError(
+            f"{lengths[row]} tokens, longer than --max-len {max_len}", file=source, row=row,
+            field="text", fix="raise --max-len or choose --truncation right, left or drop",
+        )
+    if too_long.size and truncation == "drop":
+        for row in too_long:
+            reasons[int(row)] = f"{lengths[row]} tokens, longer than --max-len {max_len}"
+    elif too_long.size:
+        if truncation == "right":
+            hi[too_long] = lo[too_long] + max_len
+        else:
+            lo[too_long] = hi[too_long] - max_len
+    supervised = _count(trained, lo, hi)
+    truncated = int(too_long.size) if truncation in ("right", "left") else 0
+    lost = int((supervised_before - supervised)[too_long].sum()) if truncated else 0
+    if truncated:
+        for row in too_long[supervised[too_long] == 0]:
+            reasons[int(row)] = f"no supervised token left after {truncation} truncation to {max_len}"
+
+    dropped = sorted(reasons)
+    keep = np.ones(df.height, dtype=bool)
+    keep[dropped] = False
+    kept = np.flatnonzero(keep)
+    take = _ranges_index(lo[kept], hi[kept])
+    out_offsets = np.zeros(kept.size + 1, dtype=np.int64)
+    np.cumsum(hi[kept] - lo[kept], out=out_offsets[1:])
+    records = df.drop([c for c in OUTPUT_COLUMNS if c in df.columns])[kept.tolist()].with_columns(
+        _list_series("input_ids", ids[take], out_offsets),
+        _list_series("labels", labels[take], out_offsets),
+        pl.Series("n_tokens", np.diff(out_offsets), dtype=pl.Int32),
+        pl.Series("n_supervised", supervised[kept], dtype=pl.Int32),
         pl.lit(tokenizer.info_json(), dtype=pl.String).alias("tokenizer"),
     )
-    rejects = df[dropped].with_columns(pl.Series("reason", reasons, dtype=pl.String))
+    rejects = df[dropped].with_columns(
+        pl.Series("reason", [reasons[r] for r in dropped], dtype=pl.String)
+    )
     report = _report(df.height, records, rejects, lengths, truncated, lost, max_len, truncation)
     report["tokenizer"] = tokenizer.info()
     return TokenizeResult(records, rejects, report, lengths)
 
 
-def _labels(ids: np.ndarray, ranges: list[tuple[int, int]]) -> np.ndarray:
-    labels = np.full(ids.size, LABEL_PAD, dtype=np.int32)
-    for first, stop in ranges:
-        labels[first:stop] = ids[first:stop]
-    return labels
+def _merge(parts: list[Encoded]) -> Encoded:
+    if not parts:
+        return Encoded(np.zeros(0, np.int32), np.zeros(1, np.int64), np.zeros((0, 2), np.int64))
+    if len(parts) == 1:
+        return parts[0]
+    shifts = np.cumsum([0] + [int(p.offsets[-1]) for p in parts[:-1]])
+    offsets = np.concatenate([parts[0].offsets[:1]] + [p.offsets[1:] + k for p, k in zip(parts, shifts, strict=True)])
+    return Encoded(
+        np.concatenate([p.ids for p in parts]), offsets, np.concatenate([p.ranges for p in parts])
+    )
 
 
-def _list_series(name: str, arrays: list[np.ndarray]) -> pl.Series:
+def _trained_mask(encoded: Encoded, char_spans: list[list[tuple[int, int]]]) -> np.ndarray:
+    """True on every token inside a trained span: +1 at each range start, -1 at its stop."""
+    counts = np.fromiter((len(c) for c in char_spans), dtype=np.int64, count=len(char_spans))
+    rows = np.repeat(np.arange(len(char_spans)), counts)
+    base = encoded.offsets[rows]
+    first, stop = encoded.ranges[:, 0] + base, encoded.ranges[:, 1] + base
+    real = stop > first
+    delta = np.zeros(encoded.ids.size + 1, dtype=np.int64)
+    np.add.at(delta, first[real], 1)
+    np.add.at(delta, stop[real], -1)
+    return np.cumsum(delta[:-1]) > 0
+
+
+def _count(mask: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Number of True in mask[lo:hi] for every row (lo/hi are flat positions)."""
+    cumulative = np.zeros(mask.size + 1, dtype=np.int64)
+    np.cumsum(mask, out=cumulative[1:])
+    return cumulative[hi] - cumulative[lo]
+
+
+def _ranges_index(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Concatenation of arange(lo[i], hi[i]) for all i, without a Python loop."""
+    sizes = hi - lo
+    total = int(sizes.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    starts = np.repeat(lo - np.concatenate([[0], np.cumsum(sizes)[:-1]]), sizes)
+    return starts + np.arange(total, dtype=np.int64)
+
+
+def _list_series(name: str, values: np.ndarray, offsets: np.ndarray) -> pl.Series:
+    """list<i32> straight from one values buffer and its offsets (no Python list per row;
+    Arrow buffers directly, as pa.array would import pandas on first use)."""
     import pyarrow as pa
 
-    sizes = np.fromiter((a.size for a in arrays), dtype=np.int64, count=len(arrays))
-    offsets = np.zeros(len(arrays) + 1, dtype=np.int64)
-    np.cumsum(sizes, out=offsets[1:])
-    values = np.concatenate(arrays).astype(np.int32) if arrays else np.zeros(0, np.int32)
-    column = pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(values))
-    return pl.Series(name, pl.from_arrow(column), dtype=pl.List(pl.Int32))
+    values = np.ascontiguousarray(values, dtype=np.int32)
+    offsets = np.ascontiguousarray(offsets, dtype=np.int64)
+    column = pa.LargeListArray.from_arrays(
+        pa.Array.from_buffers(pa.int64(), offsets.size, [None, pa.py_buffer(offsets)]),
+        pa.Array.from_buffers(pa.int32(), values.size, [None, pa.py_buffer(values)]),
+    )
+    return pl.Series(name, column).cast(pl.List(pl.Int32))
 
 
 def _stats(values: np.ndarray) -> dict[str, int]:
