@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import statistics
 import subprocess
@@ -55,23 +56,24 @@ def generate(path: Path, n: int, seed: int = 0) -> None:
 PLAIN = "import polars as pl, sys; pl.read_ndjson(sys.argv[1]).write_parquet(sys.argv[2])"
 
 
-def run(cmd: list[str]) -> tuple[float, int]:
-    """Wall seconds and peak RSS (bytes, process tree) of a command."""
+def run(cmd: list[str]) -> tuple[float, int, float]:
+    """Wall seconds, peak RSS (bytes) and CPU seconds (last poll) of a command."""
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     ps = psutil.Process(proc.pid)
-    peak = 0
+    peak, cpu = 0, 0.0
     while proc.poll() is None:
-        try:
-            rss = ps.memory_info().rss + sum(c.memory_info().rss for c in ps.children(True))
-            peak = max(peak, rss)
+        try:  # both sides are one process (threads included in its RSS)
+            peak = max(peak, ps.memory_info().rss)
+            times = ps.cpu_times()
+            cpu = times.user + times.system
         except psutil.Error:
             pass
-        time.sleep(0.02)
+        time.sleep(0.05)
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(f"failed: {' '.join(cmd)}\n{proc.stderr.read().decode()}")
-    return wall, peak
+    return wall, peak, cpu
 
 
 def main() -> None:
@@ -96,18 +98,26 @@ def main() -> None:
     }
     times: dict[str, list[float]] = {k: [] for k in sides}
     peaks: dict[str, list[int]] = {k: [] for k in sides}
+    cpus: dict[str, list[float]] = {k: [] for k in sides}
     for _ in range(repeats):
         for name, cmd in sides.items():  # alternate so both see the same machine load
-            wall, peak = run(cmd)
+            wall, peak, cpu = run(cmd)
             times[name].append(wall)
             peaks[name].append(peak)
+            cpus[name].append(cpu)
     print(f"input: {rows} Alpaca records, {size_mb:.0f} MB JSONL; {repeats} repeat(s), median")
-    print(f"{'side':42} {'seconds':>8} {'MB/s':>7} {'peak RSS MB':>12}")
+    print(f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    print(f"{'side':42} {'wall s':>8} {'MB/s':>7} {'CPU s':>7} {'peak RSS MB':>12}")
     for name in sides:
         t = statistics.median(times[name])
-        print(f"{name:42} {t:8.2f} {size_mb / t:7.1f} {max(peaks[name]) / 1e6:12.0f}")
+        c = statistics.median(cpus[name])
+        print(f"{name:42} {t:8.2f} {size_mb / t:7.1f} {c:7.1f} {max(peaks[name]) / 1e6:12.0f}")
     plain, ours = (statistics.median(times[k]) for k in sides)
-    print(f"throughput ratio ours/plain: {plain / ours:.2f}x (target >= 0.7x)")
+    plain_cpu, ours_cpu = (statistics.median(cpus[k]) for k in sides)
+    print(f"throughput ratio ours/plain (wall): {plain / ours:.2f}x (target >= 0.7x)")
+    print(f"CPU-time ratio plain/ours: {plain_cpu / ours_cpu:.2f}x")
+    print("per-run wall seconds: " + "; ".join(
+        f"{k}: {', '.join(f'{t:.1f}' for t in v)}" for k, v in times.items()))
     print(f"peak RSS ours: {max(peaks[list(sides)[1]]) / 1e9:.2f} GB (target < 2 GB)")
 
 

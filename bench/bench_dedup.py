@@ -180,8 +180,10 @@ def synthetic_texts(n: int, seed: int = 0) -> tuple[list[str], np.ndarray]:
     cdf = np.cumsum(p / p.sum())
     cdf[-1] = 1.0
 
-    def draw(k: int) -> np.ndarray:  # inverse-CDF sampling: rng.choice(p=...) is O(vocab) a call
-        return vocab[np.searchsorted(cdf, rng.random(k), side="right")]
+    words_of = vocab.tolist()  # Python strings join much faster than numpy str_ scalars
+
+    def draw(k: int) -> list[str]:  # inverse-CDF sampling: rng.choice(p=...) is O(vocab) a call
+        return [words_of[i] for i in np.searchsorted(cdf, rng.random(k), side="right").tolist()]
 
     kind = rng.choice(3, size=n, p=[0.88, 0.10, 0.02])
     kind[:10] = 0
@@ -248,10 +250,17 @@ def part_throughput(n: int, repeats: int) -> list[str]:
     return lines
 
 
-def run_tracking_rss(cmd: list[str]) -> tuple[float, float, subprocess.CompletedProcess]:
-    """Wall seconds and peak RSS (GiB) summed over the process and its children."""
+def run_tracking_rss(cmd: list[str]) -> tuple[float, float, float, subprocess.CompletedProcess]:
+    """Wall seconds, CPU seconds and peak RSS (GiB), summed over the process and its children.
+
+    CPU seconds come from getrusage of waited-for descendants (workers included): on a shared,
+    overloaded machine they say what the run would take alone better than wall time does.
+    """
+    import resource
+
     import psutil
 
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     watcher = psutil.Process(proc.pid)
@@ -265,7 +274,9 @@ def run_tracking_rss(cmd: list[str]) -> tuple[float, float, subprocess.Completed
         time.sleep(0.2)
     out, err = proc.communicate()
     wall = time.perf_counter() - start
-    return wall, peak / 2**30, subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu, peak / 2**30, subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 def part_scale(n: int) -> list[str]:
@@ -277,7 +288,8 @@ def part_scale(n: int) -> list[str]:
         gen = time.perf_counter() - t0
         cmd = [sftdata, "dedup", str(src), "-o", str(Path(tmp) / "kept.parquet"),
                "--dupes", str(Path(tmp) / "dupes.parquet")]
-        wall, peak, done = run_tracking_rss(cmd)
+        load = os.getloadavg()[0]
+        wall, cpu, peak, done = run_tracking_rss(cmd)
         if done.returncode != 0:
             raise SystemExit(f"dedup failed: {done.stderr}")
         import polars as pl
@@ -287,7 +299,9 @@ def part_scale(n: int) -> list[str]:
         f"Scale: {n:,} synthetic docs (~200 words; {near:,} planted near copies, {exact:,} exact "
         f"copies; generated in {gen:.0f} s, not timed)",
         f"  `sftdata dedup docs.parquet -o kept.parquet --dupes dupes.parquet`: {wall:.1f} s wall "
-        f"({n / wall:,.0f} docs/s), peak RSS {peak:.2f} GiB (process tree)",
+        f"({n / wall:,.0f} docs/s), peak RSS {peak:.2f} GiB (process tree); {cpu:.0f} CPU s "
+        f"in all processes ({cpu / 2:.0f} s if it had 2 cores to itself); load average "
+        f"{load:.1f} at start",
         f"  dropped {dupes.height:,} (exact {int((dupes['reason'] == 'exact').sum()):,}, near "
         f"{int((dupes['reason'] == 'near').sum()):,}); planted {near + exact:,}",
         "  stderr: " + " | ".join(done.stderr.strip().splitlines()),

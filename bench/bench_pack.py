@@ -12,6 +12,9 @@ so its peak RSS is its own; times are medians of --repeats runs, data building e
                 (datasets.map, batches of 1000 rows packed separately)
   trl-1batch    the same with map_kwargs={"batch_size": None}: TRL's BFD over all rows at once
   lengths       sftdata.ops.pack.pack_lengths on the lengths alone (the bin packing itself)
+  cli           `sftdata pack tokens.parquet -o shards/` as a subprocess: start-up, reading,
+                packing, writing (peak RSS: the larger of the command and the worker that built
+                the Parquet file)
 
     .venv/bin/python bench/bench_pack.py              # 100k side by side x3, then 1M ours x3
     .venv/bin/python bench/bench_pack.py --quick      # 20k side by side x1, 200k ours x1
@@ -141,6 +144,24 @@ def worker(kind: str, n: int, seq_len: int, pool_file: str) -> dict:
 
         sequences = len(packed)
         tokens = int(pc.sum(pc.list_value_length(lens)).as_py())
+    elif kind == "cli":  # the whole command: start-up, reading a Parquet file, packing, writing
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "tokens.parquet"
+            col = pa.array([tokenizer_json()] * table.num_rows)
+            pq.write_table(table.append_column("tokenizer", col), path, compression="zstd")
+            del table, col
+            sftdata = Path(sys.executable).with_name("sftdata")
+            start = time.perf_counter()
+            proc = subprocess.run([str(sftdata), "pack", str(path), "-o", f"{tmp}/shards"],
+                                  capture_output=True, text=True)
+            seconds = time.perf_counter() - start
+            if proc.returncode:
+                raise SystemExit(proc.stderr)
+            manifest = json.loads((Path(tmp) / "shards" / "manifest.json").read_text())
+        sequences, tokens = manifest["splits"]["train"]["sequences"], manifest["splits"]["train"]["tokens"]
     elif kind == "lengths":
         import pyarrow.compute as pc
 
@@ -206,7 +227,7 @@ def main() -> None:
                 for k in ("ours", "ours+write", "trl", "trl-1batch")]
         if big:
             rows += [measure(k, big, args.seq_len, pool_file, repeats)
-                     for k in ("lengths", "ours", "ours+write")]
+                     for k in ("lengths", "ours", "ours+write", "cli")]
     finally:
         os.unlink(pool_file)
     trl = next(r for r in rows if r["kind"] == "trl")

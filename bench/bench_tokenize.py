@@ -53,13 +53,16 @@ def conversations(limit: int) -> list[list[dict]]:
     return [chats[i % len(chats)] for i in range(limit)]
 
 
-def median_time(fn, repeats: int) -> float:
-    times = []
+def paired(baseline, ours, repeats: int) -> tuple[float, float]:
+    """Medians of interleaved runs (baseline, ours, baseline, ...): the shared machine's load
+    drifts over minutes, and interleaving exposes both sides to the same drift."""
+    base_times, our_times = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for fn, times in ((baseline, base_times), (ours, our_times)):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+    return statistics.median(base_times), statistics.median(our_times)
 
 
 def trl_prepare(chats, hf_tok, template_text):
@@ -97,9 +100,9 @@ def main() -> None:
                         specials={"<|im_start|>": 100264, "<|im_end|>": 100265})
     chatml = render_template(records, "chatml").records
     texts = chatml["text"].to_list()
-    raw = median_time(lambda: tk.enc.encode_ordinary_batch(texts), repeats)
-    ours = median_time(lambda: tokenize(chatml, tk), repeats)
-    results["tiktoken cl100k: raw encode_ordinary_batch / ours"] = (raw, ours)
+    tokenize(chatml, tk)  # warm: the vocabulary hash is computed once per tokenizer
+    results["tiktoken cl100k: raw encode_ordinary_batch / ours"] = paired(
+        lambda: tk.enc.encode_ordinary_batch(texts), lambda: tokenize(chatml, tk), repeats)
 
     # -- HF Qwen2 tokenizer ------------------------------------------------------------------------
     hf = load_tokenizer(str(REALDATA / "tokenizers/qwen2_vocab_merges"))
@@ -108,9 +111,10 @@ def main() -> None:
     qwen = render_template(records, template).records
     qtexts = qwen["text"].to_list()
     rust = hf.tok.backend_tokenizer
-    raw = median_time(lambda: rust.encode_batch(qtexts, add_special_tokens=False), repeats)
-    ours = median_time(lambda: tokenize(qwen, hf), repeats)
-    results["HF Qwen2: raw encode_batch / ours tokenize"] = (raw, ours)
+    tokenize(qwen, hf)
+    results["HF Qwen2: raw encode_batch / ours tokenize"] = paired(
+        lambda: rust.encode_batch(qtexts, add_special_tokens=False), lambda: tokenize(qwen, hf),
+        repeats)
 
     # -- against TRL: messages -> input_ids + assistant labels ------------------------------------
     def ours_pipeline():
@@ -129,9 +133,8 @@ def main() -> None:
         ours_out = ours_pipeline().records
         same = prepared["labels"] == ours_out["labels"].to_list()
         print(f"labels identical to TRL's on all {rows} rows: {same}")
-        trl_time = median_time(trl_run, repeats)
-        ours_time = median_time(ours_pipeline, repeats)
-        results["TRL _prepare_dataset / ours render+tokenize"] = (trl_time, ours_time)
+        results["TRL _prepare_dataset / ours render+tokenize"] = paired(
+            trl_run, ours_pipeline, repeats)
 
     print()
     print(f"{'comparison':52s} {'baseline s':>10s} {'ours s':>8s} {'ours speed':>10s}")

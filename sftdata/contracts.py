@@ -47,7 +47,8 @@ VIEW_COLUMNS: dict[str, str] = {
     "min_content_chars": "shortest content among user and assistant turns (tool-call turns excluded)",
     "max_content_chars": "longest content among all turns",
     "n_empty_assistant": "assistant turns with blank content and no tool calls",
-    "content_hash": "hash of the conversation (roles + contents, lower-cased, whitespace collapsed)",
+    "content_hash": "hash of the conversation (roles + contents, lower-cased, whitespace "
+    "collapsed); for uniqueness within one run, not a stable id",
     "n_tokens": "after tokenize: number of tokens",
     "n_supervised": "after tokenize: number of trained tokens (labels != -100)",
     "lengths_consistent": "after tokenize: len(input_ids) == len(labels) == n_tokens",

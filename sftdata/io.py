@@ -53,44 +53,94 @@ def display_name(path: str | os.PathLike | None) -> str:
 
 @dataclass
 class Source:
-    """An opened input: its display name, format, and a way to get its bytes."""
+    """An opened input: its display name, format, and a way to get its bytes.
+
+    stdin is streamed: only its first bytes are read for sniffing (kept in ``data``), the rest
+    is read when the source is opened, so a large JSONL pipe never sits in memory whole.
+    """
 
     name: str
     fmt: str
-    path: Path | None  # None for stdin (then ``data`` holds everything read)
-    data: bytes | None = None
+    path: Path | None  # None for stdin
+    data: bytes | None = None  # all of stdin, or only its sniffed head while ``stream`` is set
+    stream: IO[bytes] | None = None  # the rest of stdin, not read yet
 
     def open(self) -> IO[bytes]:
-        if self.path is None:
-            return io.BytesIO(self.data or b"")
-        return open(self.path, "rb")
+        if self.path is not None:
+            return open(self.path, "rb")
+        if self.stream is not None:
+            head, stream, self.stream = self.data or b"", self.stream, None
+            self.data = None  # a pipe can be read once; a second open() sees nothing
+            return io.BufferedReader(_Prefixed(head, stream), buffer_size=1 << 20)
+        return io.BytesIO(self.data or b"")
 
     def read_bytes(self) -> bytes:
-        if self.path is None:
-            return self.data or b""
-        return self.path.read_bytes()
+        if self.path is not None:
+            return self.path.read_bytes()
+        if self.stream is not None:
+            self.data = (self.data or b"") + self.stream.read()
+            self.stream = None
+        return self.data or b""
+
+
+class _Prefixed(io.RawIOBase):
+    """Bytes already read (the sniffed head) followed by the rest of a stream."""
+
+    def __init__(self, head: bytes, stream: IO[bytes]) -> None:
+        self._head = memoryview(head)
+        self._stream = stream
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self._head:
+            n = min(len(buffer), len(self._head))
+            buffer[:n] = self._head[:n]
+            self._head = self._head[n:]
+            return n
+        chunk = self._stream.read(len(buffer))
+        if isinstance(chunk, str):
+            chunk = chunk.encode("utf-8")
+        buffer[: len(chunk)] = chunk
+        return len(chunk)
+
+
+SNIFF_BYTES = 4096
 
 
 def open_source(path: str | os.PathLike | None, fmt: str | None = None) -> Source:
-    """Open ``path`` (or stdin) and decide its format; stdin is read fully (it cannot be re-read)."""
+    """Open ``path`` (or stdin) and decide its format from its first bytes."""
     name = display_name(path)
     if path in (None, STDIO):
         if sys.stdin is None:
-            data = b""
-        else:
-            stream = getattr(sys.stdin, "buffer", sys.stdin)
-            data = stream.read()
-            if isinstance(data, str):
-                data = data.encode("utf-8")
-        return Source(name, fmt or sniff_format(None, data[:4096]), None, data)
+            return Source(name, fmt or "jsonl", None, b"")
+        stream = _stdin_bytes()
+        head = b""
+        while len(head) < SNIFF_BYTES:  # a pipe may hand over less than asked for
+            more = stream.read(SNIFF_BYTES - len(head))
+            if not more:
+                break
+            head += more.encode("utf-8") if isinstance(more, str) else more
+        return Source(name, fmt or sniff_format(None, head), None, head, stream)
     p = Path(path)
     if not p.exists():
         raise UsageProblem(f"{name}: no such file")
     if p.is_dir():
         raise UsageProblem(f"{name}: is a directory, expected a file")
     with open(p, "rb") as fh:
-        head = fh.read(4096)
+        head = fh.read(SNIFF_BYTES)
     return Source(name, fmt or sniff_format(p, head), p)
+
+
+def _stdin_bytes() -> IO[bytes]:
+    """stdin as raw bytes. A real file descriptor is read through its own unbuffered FileIO: the
+    prefetch thread may still be blocked in a read when the command exits, and it must not hold
+    the lock of sys.stdin's buffer then (Python aborts at shutdown if it does)."""
+    try:
+        return io.FileIO(sys.stdin.fileno(), "rb", closefd=False)
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return getattr(sys.stdin, "buffer", sys.stdin)  # e.g. click's CliRunner
 
 
 def sniff_format(path: Path | None, head: bytes) -> str:
@@ -106,8 +156,12 @@ def sniff_format(path: Path | None, head: bytes) -> str:
         return "json"
     if text.startswith(b"{"):
         # One object per line is JSONL; a single pretty-printed object is handled as JSON.
-        first_line = text.split(b"\n", 1)[0].strip()
+        # Without an extension (stdin), only a lone "{" line means pretty-printed: a broken
+        # first JSONL line must still be reported as a broken line.
+        first_line = text.partition(b"\n")[0].strip()
         if ext == "json" and not _is_complete_json(first_line):
+            return "json"
+        if ext is None and first_line == b"{":
             return "json"
         return "jsonl"
     if text.startswith(b'"'):
@@ -224,15 +278,14 @@ def read_json_array(source: Source) -> list[Any]:
 def read_table(source: Source, schema_overrides: dict[str, pl.DataType] | None = None) -> pl.DataFrame:
     """Any supported input as one DataFrame (JSONL in batches to bound memory)."""
     fmt = source.fmt
-    if fmt == "parquet":
-        if source.path is not None:
-            return pl.read_parquet(source.path)
-        return pl.read_parquet(io.BytesIO(source.data or b""))
-    if fmt == "arrow":
-        data = source.read_bytes()
-        if data.startswith(b"ARROW1"):
-            return pl.read_ipc(io.BytesIO(data), memory_map=False)
-        return pl.read_ipc_stream(io.BytesIO(data))
+    if fmt in ("parquet", "arrow"):
+        try:
+            return _read_binary(source)
+        except (OSError, pl.exceptions.PolarsError) as exc:
+            raise DataError(
+                f"unreadable {fmt} file ({str(exc).splitlines()[0]})", file=source.name,
+                fix=f"check that it is a complete {fmt} file (an interrupted copy is truncated)",
+            ) from None
     if fmt in ("csv", "tsv"):
         sep = "\t" if fmt == "tsv" else ","
         try:
@@ -258,6 +311,17 @@ def read_table(source: Source, schema_overrides: dict[str, pl.DataType] | None =
             return pl.DataFrame()
         return pl.concat(frames, how="diagonal_relaxed")
     raise UsageProblem(f"{source.name}: cannot read format {fmt!r} as a table")
+
+
+def _read_binary(source: Source) -> pl.DataFrame:
+    if source.fmt == "parquet":
+        if source.path is not None:
+            return pl.read_parquet(source.path)
+        return pl.read_parquet(io.BytesIO(source.read_bytes()))
+    data = source.read_bytes()
+    if data.startswith(b"ARROW1"):
+        return pl.read_ipc(io.BytesIO(data), memory_map=False)
+    return pl.read_ipc_stream(io.BytesIO(data))
 
 
 def iter_jsonl_frames(
@@ -328,10 +392,18 @@ def iter_input_batches(
             part = rows[start : start + batch_rows]
             yield InputBatch(None, part[0], lambda part=part: part)
     elif fmt == "parquet" and source.path is not None:
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
+        try:
+            parquet = pq.ParquetFile(source.path)
+        except (OSError, pa.ArrowException) as exc:
+            raise DataError(
+                f"unreadable parquet file ({str(exc).splitlines()[0]})", file=source.name,
+                fix="check that it is a complete parquet file (an interrupted copy is truncated)",
+            ) from None
         done = 0
-        for rb in pq.ParquetFile(source.path).iter_batches(batch_size=batch_rows):
+        for rb in parquet.iter_batches(batch_size=batch_rows):
             frame = pl.from_arrow(rb)
             yield _frame_batch(frame, done)
             done += frame.height
@@ -356,24 +428,37 @@ def _jsonl_batches(source: Source, batch_bytes: int) -> Iterator[InputBatch]:
         except Exception:  # broken JSON, bad UTF-8, a non-object line: the row path says which
             frame = None
         rows = functools.partial(_jsonl_rows, chunk, first_line, source.name)
-        first = next(iter(_jsonl_rows(chunk, first_line, source.name, limit=1)), None)
+        first = _first_jsonl_row(chunk, first_line, source.name)
         if first is not None:
             yield InputBatch(frame, first, rows)
 
 
-def _jsonl_rows(chunk: bytes, first_line: int, name: str, limit: int | None = None) -> list[RawRow]:
-    out = []
-    for offset, raw in enumerate(chunk.split(b"\n")):
-        if not raw.strip():
-            continue
-        line = first_line + offset
-        try:
-            out.append(RawRow(parse_json_line(raw, name, line), line=line, raw=raw))
-        except DataError as exc:
-            out.append(RawRow(None, line=line, raw=raw, error=exc))
-        if limit is not None and len(out) >= limit:
-            break
-    return out
+def _jsonl_row(raw: bytes, line: int, name: str) -> RawRow:
+    try:
+        return RawRow(parse_json_line(raw, name, line), line=line, raw=raw)
+    except DataError as exc:
+        return RawRow(None, line=line, raw=raw, error=exc)
+
+
+def _jsonl_rows(chunk: bytes, first_line: int, name: str) -> list[RawRow]:
+    return [
+        _jsonl_row(raw, first_line + offset, name)
+        for offset, raw in enumerate(chunk.split(b"\n"))
+        if raw.strip()
+    ]
+
+
+def _first_jsonl_row(chunk: bytes, first_line: int, name: str) -> RawRow | None:
+    """The first non-blank line, found without splitting the whole chunk."""
+    start, line = 0, first_line
+    while start < len(chunk):
+        end = chunk.find(b"\n", start)
+        end = len(chunk) if end < 0 else end
+        raw = chunk[start:end]
+        if raw.strip():
+            return _jsonl_row(raw, line, name)
+        start, line = end + 1, line + 1
+    return None
 
 
 def iter_conll_rows(source: Source) -> Iterator[RawRow]:
@@ -537,7 +622,9 @@ class TableWriter:
             if self.fmt == "parquet":
                 import pyarrow.parquet as pq
 
-                self._writer = pq.ParquetWriter(self._fh, table.schema, compression="zstd")
+                self._writer = pq.ParquetWriter(
+                    self._fh, table.schema, compression="zstd", **_parquet_options(table.schema)
+                )
             else:
                 import pyarrow as pa
 
@@ -571,6 +658,31 @@ class TableWriter:
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         self.close(ok=exc_type is None)
+
+
+# Long, mostly unique texts: dictionary encoding only costs time there, and min/max statistics of
+# conversation text help no reader (they stay on for ids, labels, splits and numbers).
+_FREE_TEXT = ("content", "text", "meta", "tool_calls", "id")
+
+
+def _parquet_options(schema: Any) -> dict[str, Any]:
+    import pyarrow as pa
+
+    def leaves(name: str, dtype: Any) -> Iterator[str]:
+        if pa.types.is_list(dtype) or pa.types.is_large_list(dtype):
+            yield from leaves(f"{name}.list.element", dtype.value_type)
+        elif pa.types.is_struct(dtype):
+            for child in dtype:
+                yield from leaves(f"{name}.{child.name}", child.type)
+        else:
+            yield name
+
+    paths = [path for field in schema for path in leaves(field.name, field.type)]
+    free = {p for p in paths if p.rsplit(".", 1)[-1] in _FREE_TEXT}
+    return {
+        "use_dictionary": [p for p in paths if p not in free],
+        "write_statistics": [p for p in paths if p not in free or p == "id"],
+    }
 
 
 def write_table(df: pl.DataFrame, path: str | os.PathLike | None, fmt: str | None = None) -> int:

@@ -112,10 +112,22 @@ def _from_column_json(spec: str | dict[str, Any]) -> Template:
 
 
 def _from_file(path: Path, spec: str) -> Template:
+    if path.suffix == ".gguf":
+        return _from_gguf(path, spec)
     raw = path.read_text(encoding="utf-8")
     if path.suffix == ".json":  # a tokenizer_config.json, or {"chat_template": ...} (mistral.rs)
         return _from_config(json.loads(raw), path.parent, spec, path.stem)
     return Template(path.stem, raw, spec)
+
+
+def _from_gguf(path: Path, spec: str) -> Template:
+    # the chat template and special tokens embedded in a GGUF model file (read by transformers)
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name, local_files_only=True)
+    if not tok.chat_template:
+        raise TemplateError(f"{spec}: the GGUF file carries no chat template")
+    return Template(path.stem, tok.chat_template, spec, dict(tok.special_tokens_map))
 
 
 def _from_directory(path: Path, spec: str) -> Template:

@@ -202,8 +202,12 @@ class TiktokenTokenizer(Tokenizer):
         return self._vocab
 
     def encode(self, texts: Sequence[str], spans: Sequence[Sequence[Span]]) -> Encoded:
-        lists = self.enc.encode_batch(list(texts), allowed_special="all", disallowed_special=())
-        ids, offsets = _flatten(lists)
+        # encode_to_numpy hands back a buffer, not a list of Python ints; threads as in
+        # tiktoken's own encode_batch (the Rust encoder releases the GIL)
+        arrays = _thread_map(self._encode_one, texts)
+        offsets = np.zeros(len(arrays) + 1, dtype=np.int64)
+        np.cumsum([a.size for a in arrays], out=offsets[1:])
+        ids = np.concatenate(arrays).astype(np.int32) if arrays else np.zeros(0, np.int32)
         # token boundaries in bytes, for all rows at once; a row's bytes start at its base
         ends = np.cumsum(self._byte_len[ids])
         starts = np.concatenate([[0], ends])[offsets[:-1]]
@@ -223,8 +227,20 @@ class TiktokenTokenizer(Tokenizer):
         ranges[last <= first] = 0
         return Encoded(ids, offsets, ranges)
 
+    def _encode_one(self, text: str) -> np.ndarray:
+        return self.enc.encode_to_numpy(text, allowed_special="all", disallowed_special=())
+
     def decode(self, ids: Sequence[int]) -> str:
         return self.enc.decode(list(map(int, ids)))
+
+
+def _thread_map(fn: Any, items: Sequence[str], threads: int = 8) -> list[Any]:
+    if len(items) < 64:
+        return [fn(x) for x in items]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(fn, items))
 
 
 def _byte_span(text: str, start: int, end: int) -> tuple[int, int]:

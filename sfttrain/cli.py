@@ -50,7 +50,7 @@ def _build(config_file, overrides, quant, full):
 @click.option("--no-resume", is_flag=True, help="Start over even if OUT has checkpoints.")
 @handle_errors
 def run(shards, model_path, full, quant, config_file, overrides, out_dir, no_resume):
-    """Fine-tune a model on packed shards (QLoRA by default), resuming from OUT's checkpoints.
+    """Fine-tune a model on packed shards (QLoRA by default); resumes from OUT.
 
     \b
     Example:
@@ -72,11 +72,11 @@ def run(shards, model_path, full, quant, config_file, overrides, out_dir, no_res
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 @handle_errors
 def plan(shards, model_path, full, quant, config_file, overrides, gpu_mem, act_bytes, as_json):
-    """Predict peak training memory from config.json/GGUF metadata and the real packed lengths.
+    """Predict peak training memory and whether the run fits a GPU.
 
     \b
     Example:
-      sfttrain plan shards/ --model llama-8b/ --gpu-mem 24GiB micro_batch=4 grad_checkpointing=false
+      sfttrain plan shards/ --model llama-8b/ --gpu-mem 24GiB micro_batch=4 && sfttrain run shards/ --model llama-8b/ micro_batch=4
     """
     import json
 
@@ -103,7 +103,7 @@ def plan(shards, model_path, full, quant, config_file, overrides, gpu_mem, act_b
               show_default=True, help="Weight dtype of the saved model.")
 @handle_errors
 def merge(run_dir, out_dir, dtype):
-    """Merge a run's adapter into its (dequantized) base model and save a plain HF model.
+    """Merge a run's adapter into its dequantized base; save a plain HF model.
 
     \b
     Example:
@@ -136,7 +136,7 @@ def merge(run_dir, out_dir, dtype):
 @handle_errors
 def generate(model_path, records, output, template_from, max_new_tokens, temperature, top_p,
              top_k, repetition_penalty, stops, batch_size, seed, device):
-    """Generate answers for records with the training chat template; write id + prediction JSONL.
+    """Generate answers with the training chat template; write predictions JSONL.
 
     \b
     Example:

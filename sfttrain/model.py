@@ -118,7 +118,6 @@ def load_base(
             bnb_4bit_quant_type="nf4",
             bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=dtype,
-            bnb_4bit_quant_storage=dtype if device.type == "cuda" else torch.uint8,
         )
         kwargs["device_map"] = {"": device}
     model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)

@@ -138,6 +138,13 @@ def run(
         torch.autocast("cuda", dtype=dtype) if device.type == "cuda" and dtype != torch.float32
         else _null_context()
     )
+    if has_val and state["step"] == 0:  # the base model's validation loss, the baseline
+        val_loss = evaluate(loss_fn, shard_dir, config, pad_id, rank, world, device, autocast)
+        result.val.append((0, val_loss))
+        state["best_val"] = val_loss
+        if is_main:
+            _append_metric(out, {"step": 0, "val_loss": round(val_loss, 6),
+                                 "val_ppl": round(math.exp(min(val_loss, 50)), 4)})
     steps = range(start_step, total_steps)
     bar = progress(steps, total_steps - start_step, "train") if progress and is_main else steps
     model.train()

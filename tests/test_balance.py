@@ -198,6 +198,19 @@ def test_property_target_ratios_within_one_record(labels, weights, strategy, see
 
 
 @PROPS
+@given(labels=labels_strategy, temperature=st.floats(0.25, 8.0), total=st.integers(1, 300))
+def test_property_temperature_shares_follow_sizes_to_the_power_one_over_t(labels, temperature, total):
+    df = records(labels)
+    result = balance(df, "label", temperature=temperature, strategy="upsample", total=total)
+    _accounting_holds(df, result)
+    sizes = Counter(NULL_CLASS if v is None else v for v in labels)
+    norm = sum(n ** (1 / temperature) for n in sizes.values())
+    for cls, n in sizes.items():
+        expected = total * n ** (1 / temperature) / norm
+        assert abs(result.report["classes"][cls]["after"] - expected) < 1 + 1e-9
+
+
+@PROPS
 @given(labels=labels_strategy, seed=st.integers(0, 2**31), total=st.integers(1, 200))
 def test_property_same_seed_same_output(labels, seed, total):
     df = records(labels)
@@ -262,3 +275,9 @@ def test_realdata_mix_a_slice_of_broad_data_into_a_narrow_set(realdata):
     assert after_counts == {"torchtune_alpaca_tiny.json": 100,
                             "alpacacleaned_gpteacher_toolformer_sim0.6.json": 11}
     _accounting_holds(df, result)
+
+
+def test_balance_is_a_public_function():
+    import sftdata
+
+    assert sftdata.balance is balance

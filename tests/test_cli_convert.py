@@ -195,3 +195,47 @@ def test_convert_is_idempotent_on_its_output():
     second = run("-", input=first.stdout_bytes)
     assert second.exit_code == 0
     assert second.stdout == first.stdout
+
+
+def test_truncated_parquet_is_a_data_error(tmp_path):
+    good = tmp_path / "good.parquet"
+    assert run(RAW / "alpaca.jsonl", "-o", good).exit_code == 0
+    bad = tmp_path / "bad.parquet"
+    bad.write_bytes(good.read_bytes()[:300])
+    result = run(bad)
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"Error: {bad}: unreadable parquet file (")
+    assert result.stderr.endswith(
+        "Fix: check that it is a complete parquet file (an interrupted copy is truncated)\n")
+
+
+def test_parquet_and_multi_batch_jsonl_on_stdin(tmp_path):
+    out = tmp_path / "a.parquet"
+    run(RAW / "alpaca.jsonl", "-o", out)
+    result = run("-", input=out.read_bytes())
+    assert result.exit_code == 0 and len(lines(result.stdout)) == 3
+    big = b"".join(b'{"text": "row %d"}\n' % i for i in range(3000))  # more than the sniffed head
+    result = run("-", input=big)
+    assert result.exit_code == 0
+    assert [r["messages"][0]["content"] for r in lines(result.stdout)][-1] == "row 2999"
+
+
+def test_unused_template_is_warned_about():
+    result = run(RAW / "alpaca.jsonl", "--template", "{text}")
+    assert result.exit_code == 0
+    assert result.stderr.endswith("Warning: --template was not used: the input is alpaca\n")
+
+
+def test_unreadable_first_row_is_rejected_and_detection_uses_the_next(tmp_path):
+    rejects = tmp_path / "r.jsonl"
+    result = run("-", "--rejects", rejects, input=b'{"text": \n{"text": "ok"}\n')
+    assert result.exit_code == 0
+    assert len(lines(result.stdout)) == 1
+    assert "2 rows in = 1 records out + 1 rejected (text)" in result.stderr
+    assert lines(rejects.read_text())[0]["line"] == 1
+
+
+def test_empty_input_gives_empty_output():
+    result = run("-", input=b"")
+    assert result.exit_code == 0 and result.stdout == ""
+    assert result.stderr == "convert: <stdin>: 0 rows in = 0 records out + 0 rejected (no rows)\n"

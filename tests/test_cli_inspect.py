@@ -110,6 +110,18 @@ def test_a_different_tokenizer_is_warned_about(shards, realdata):
     assert "is not the tokenizer these shards were made with" in result.stderr
 
 
+def test_a_tiktoken_file_decodes_bytes_and_warns_about_the_backend(shards):
+    ranks = TINY.parent / "tiny.tiktoken"  # the tokenize fixture
+    if not ranks.exists():
+        pytest.skip("fixtures/tokenizers/tiny.tiktoken not built")
+    result = run(shards, "--index", 0, "--tokenizer", ranks)
+    assert result.exit_code == 0, result.output
+    assert "is a tiktoken tokenizer; these shards were made with a hf one (tiny-chatml)" in (
+        result.stderr
+    )
+    assert "--- document 1/3  record greet" in result.stdout
+
+
 def test_usage_and_data_errors(shards, tmp_path):
     result = run(shards, "--index", 5)
     assert result.exit_code == 2

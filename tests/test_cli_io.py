@@ -40,3 +40,13 @@ def test_closed_downstream_pipe_exits_zero_quietly(big_alpaca, to):
     assert proc.wait(timeout=120) == 0
     assert len(first) == 100
     assert "Traceback" not in stderr and "Error" not in stderr
+
+
+def test_error_while_stdin_is_being_read_exits_cleanly():
+    """A bad first line on a real pipe: exit 1 with the message, no abort from the reader thread."""
+    proc = subprocess.run([*SFTDATA, "convert"], input=b'{"text": \n{"text": "ok"}\n',
+                          capture_output=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr.decode() == (
+        "Error: <stdin>, line 1: broken JSON (Expecting value at column 10). "
+        "Fix: repair or remove the line, or pass --rejects FILE to skip bad rows\n")

@@ -121,6 +121,20 @@ def test_dropped_rows_are_reported_and_written_with_reasons(records, tmp_path):
     assert dropped[0]["input_ids"]  # the whole row, so it can be fixed and re-run
 
 
+def test_nothing_left_to_pack_is_a_data_error_and_rejects_are_still_written(tmp_path):
+    path = tmp_path / "tokens.jsonl"
+    tokenized([30, 40], prompt_lens=[20, 30]).write_ndjson(path)
+    rejects = tmp_path / "dropped.jsonl"
+    result = run(path, "-o", tmp_path / "s", "--seq-len", 16, "--rejects", rejects)
+    assert result.exit_code == 1
+    assert (
+        f"Error: {path}: all 2 rows were dropped (no_supervised_after_truncation 2); nothing to "
+        "pack. Fix: raise --seq-len or change --truncation"
+    ) in result.output
+    assert len(rejects.read_text().splitlines()) == 2
+    assert not (tmp_path / "s").exists()
+
+
 def test_right_truncation_reports_rows_and_lost_supervision(records, tmp_path):
     result = run(records, "-o", tmp_path / "s", "--seq-len", 40)
     assert result.exit_code == 0, result.output

@@ -120,13 +120,16 @@ def test_user_suite_runs_on_the_view(tmp_path):
          "meta": {"description": "only alpaca data"}},
         {"type": "expect_column_values_to_be_between",
          "kwargs": {"column": "n_messages", "max_value": 2}},
+        {"type": "expect_table_row_count_to_be_between", "kwargs": {"min_value": 1000},
+         "meta": {"description": "at least 1,000 records"}},
     ]}))
     rows = [{**r, "source": s} for r, s in zip(CLEAN, ["alpaca", "scraped"], strict=True)]
     result = run("--suite", str(suite), str(_write(tmp_path, rows)))
     assert result.exit_code == 1
     assert "suite sources" in result.stderr
     assert "  only alpaca data\n  1 row (50.0%): ids b (row 1)\n" in result.stderr
-    assert result.stderr.endswith("Error: 1 of 2 expectations failed in suite sources\n")
+    assert "  at least 1,000 records\n  observed: 2\n" in result.stderr  # table-level: no ids
+    assert result.stderr.endswith("Error: 2 of 3 expectations failed in suite sources\n")
 
 
 def test_input_that_is_not_records_is_a_data_error(tmp_path):

@@ -99,7 +99,7 @@ def test_alpaca_seed_classification_task_keeps_the_label():
     [
         ({"instruction": "a", "input": ""}, "output", "missing (alpaca rows need it)"),
         ({"instruction": "a", "output": "  "}, "output", "empty assistant turn"),
-        ({"instruction": 3, "output": "b"}, "instruction", "must be a string, got int"),
+        ({"instruction": ["x"], "output": "b"}, "instruction", "must be a string, got list"),
         ({"instruction": "a", "output": "b", "history": [["q"]]}, "history[0]",
          "must be a [user, assistant] pair"),
     ],

@@ -204,3 +204,29 @@ def test_write_table_to_stdout_buffer(monkeypatch):
     monkeypatch.setattr("sys.stdout", Out())
     write_table(pl.DataFrame({"a": [1, 2]}), "-")
     assert buf.getvalue() == b'{"a":1}\n{"a":2}\n'
+
+
+def test_stdin_source_is_streamed_after_the_sniffed_head(monkeypatch):
+    data = b"".join(b'{"n": %d}\n' % i for i in range(2000))
+
+    class Stdin:
+        buffer = io.BytesIO(data)
+
+    monkeypatch.setattr("sys.stdin", Stdin())
+    source = open_source("-")
+    assert source.fmt == "jsonl" and len(source.data) == 4096  # only the head is in memory
+    with source.open() as fh:
+        assert fh.read() == data
+    assert source.open().read() == b""  # a pipe is read once
+
+
+@pytest.mark.parametrize(
+    ("head", "fmt"),
+    [
+        (b'{\n  "conversations": []\n}\n', "json"),  # a pretty-printed object on stdin
+        (b'{"a": 1}\n{"a": 2}\n', "jsonl"),
+        (b'{"a": "' + b"x" * 5000, "jsonl"),  # a first line longer than the sniffed head
+    ],
+)
+def test_sniff_stdin_objects(head, fmt):
+    assert sniff_format(None, head[:4096]) == fmt

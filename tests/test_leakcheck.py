@@ -297,3 +297,11 @@ def test_near_duplicate_prefilter_loses_no_pair(train_texts, ref_texts):
     texts = train.select(view_text_expr("prompt").alias("text"))["text"]
     full = _near_pairs(texts, items, every, 0.8, 128, 1, 1)
     assert prefiltered == {(f"t{r}", items["ref_id"][ref]) for r, ref in full.select("row", "ref").rows()}
+
+
+def test_an_item_repeated_in_the_benchmark_keeps_its_ngrams():
+    ref = refs(bench=[chat(NATALIA, "72", id=f"g{i:02d}") for i in range(12)])
+    edited = "Solve: " + NATALIA.replace("half", "a third")  # no exact match: n-grams must do it
+    result = leakcheck(records(chat(edited, "x", id="a")), ref, frequent_cutoff=10, near=False)
+    assert result.contaminated_ids == ["a"]
+    assert set(result.matches["kind"]) == {"ngram"} and result.matches.height == 12

@@ -235,6 +235,14 @@ def test_drop_policy_and_rows_without_supervision():
     assert result.report.rows_in == result.report.rows_packed + result.report.rows_dropped
 
 
+def test_empty_records_are_dropped_with_a_reason():
+    frame = tokenized([0, 5, 0], prompt_lens=[0, 1, 0])
+    result = pack(frame, seq_len=16)
+    assert result.report.dropped == {"empty": 2}
+    assert result.dropped["reason"].to_list() == ["no tokens", "no tokens"]
+    assert list(unpack(result)) == ["r00001"]
+
+
 def test_fail_policy_names_the_row_and_the_fix():
     with pytest.raises(DataError) as err:
         pack(tokenized([8, 30]), seq_len=16, truncation="fail", source="t.jsonl")

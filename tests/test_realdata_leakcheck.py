@@ -87,12 +87,14 @@ def test_gsm8k_in_alpaca_is_flagged_against_gsm8k_train_and_only_near_copies_of_
                     tmp_path / "train.parquet")
     gmap = ["--map", "instruction=question,output=answer"]
     gsm_train = convert([str(bench / "train.jsonl"), *gmap], tmp_path / "gsm8k_train.parquet")
-    gsm_test = convert([str(bench / "test.jsonl"), *gmap], tmp_path / "gsm8k_test.parquet")
+    # the documented pipe: sftdata convert test.jsonl | sftdata leakcheck TRAIN --against -
+    piped = CliRunner().invoke(cli, ["convert", str(bench / "test.jsonl"), *gmap])
+    assert piped.exit_code == 0, piped.stderr
     report = tmp_path / "leaks.json"
     result = CliRunner().invoke(cli, [
-        "leakcheck", train, "--against", gsm_train, "--against", gsm_test, "--no-near",
+        "leakcheck", train, "--against", gsm_train, "--against", "gsm8k_test=-", "--no-near",
         "--report", str(report),
-    ])
+    ], input=piped.stdout_bytes)
     assert result.exit_code == 0, result.output
     summary = json.loads(report.read_text())["summary"]
     assert summary["train_records"] == 7473

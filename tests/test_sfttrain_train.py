@@ -8,12 +8,11 @@ import math
 
 import pytest
 import torch
+from sfttrain_helpers import make_tiny_model, task_records, train, write_shards
 
 from sftdata.errors import DataError
 from sfttrain.data import collate
 from sfttrain.train import read_metrics
-
-from sfttrain_helpers import make_tiny_model, task_records, train, write_shards
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +36,7 @@ def test_qlora_loss_decreases_and_writes_outputs(tiny, shards, tmp_path):
     assert result.val[-1][1] < result.val[0][1]
     rows = read_metrics(out)
     assert [r["step"] for r in rows if "loss" in r] == list(range(1, 25))
-    assert [r["step"] for r in rows if "val_loss" in r] == [8, 16, 24]
+    assert [r["step"] for r in rows if "val_loss" in r] == [0, 8, 16, 24]  # 0: the base model
     assert all(math.isclose(r["val_ppl"], math.exp(r["val_loss"]), rel_tol=1e-3)
                for r in rows if "val_loss" in r)
     assert (out / "loss.png").read_bytes()[:4] == b"\x89PNG"
@@ -62,7 +61,6 @@ def _loss(model, rows, attn="sdpa"):
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
 def test_packed_loss_equals_documents_one_by_one(tiny, shards, attn):
     from sftdata.shards import ShardReader
-
     from sfttrain.config import build_config
     from sfttrain.model import load_base, prepare_for_training
 
@@ -115,8 +113,8 @@ def test_early_stopping_on_validation_loss(tiny, shards, tmp_path):
     said = []
     result = train(shards, tiny, tmp_path / "es", "max_steps=40", "lr=0.5", "eval_every=1",
                    "early_stopping_patience=2", "early_stopping_min_delta=10", say=said.append)
-    assert result.stopped == "early_stopping" and result.steps == 3
-    assert any("early stopping at step 3" in line for line in said)
+    assert result.stopped == "early_stopping" and result.steps == 2  # evals at 0, 1, 2
+    assert any("early stopping at step 2" in line for line in said)
 
 
 def test_refuses_shards_of_another_tokenizer(tiny, tmp_path):

@@ -170,3 +170,14 @@ def test_labels_are_ids_or_ignored_and_counts_add_up(hf, tk, pairs, max_len, tru
             assert np.all((labels == -100) | (labels == ids)) and row["n_supervised"] > 0
             window = full["input_ids"][:max_len] if truncation == "right" else full["input_ids"][-max_len:]
             assert row["input_ids"] == window
+
+
+def test_chunked_encoding_gives_the_same_rows(hf, tk, monkeypatch):
+    import sftdata.ops.tokenize as op
+
+    df = rendered(chat("hi", "hello"), chat("héllo", "wörld", "again", "yes"), chat("a", "b"))
+    for tok in (hf, tk):
+        whole = tokenize(df, tok, max_len=12, truncation="left").records
+        monkeypatch.setattr(op, "CHUNK_ROWS", 1)
+        assert tokenize(df, tok, max_len=12, truncation="left").records.equals(whole)
+        monkeypatch.setattr(op, "CHUNK_ROWS", 8192)

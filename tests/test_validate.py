@@ -233,3 +233,9 @@ def test_realdata_tokenized_contract_catches_untrained_end_of_turn(realdata):
     assert [o.kwargs["column"] for o in report.failed] == ["eot_trained"]
     assert report.failed[0].unexpected_count == bad.height == 100
     assert report.failed[0].offending_rows[:3] == [100, 101, 102]
+
+
+def test_validate_is_a_public_function():
+    import sftdata
+
+    assert sftdata.validate is validate

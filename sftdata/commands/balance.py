@@ -78,12 +78,13 @@ def balance(
         strategy=strategy, total=total, seed=seed,
     )
     _say_report(result.report)
-    if result.dropped.height:
+    n_dropped = result.report["dropped"]
+    if n_dropped:
         if rejects:
             write_table(result.dropped, rejects)
-            say(f"{result.dropped.height} dropped record(s) written to {rejects}")
+            say(f"{n_dropped} dropped record(s) written to {rejects}")
         else:
-            say(f"{result.dropped.height} dropped record(s) not written (pass --rejects FILE to keep them)")
+            say(f"{n_dropped} dropped record(s) not written (pass --rejects FILE to keep them)")
     if report_path:
         write_json(result.report, report_path)
     write_table(result.frame, output, to)

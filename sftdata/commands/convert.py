@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import click
 
-from ..formats import FORMATS
+from ..formats import FORMATS, Options
 from ..io import (
     STDIO,
     BackgroundWriter,
@@ -26,6 +27,7 @@ from ._common import (
     progress,
     rejects_option,
     say,
+    warn,
 )
 
 
@@ -62,35 +64,30 @@ def convert(input_path, output, to, rejects, from_, mapping, roles, template, ta
 
     source = open_source(input_path, "conll" if from_ == "conll" else None)
     name = display_name(input_path)
-    from ..formats import Options
-
     opts = Options(
         source=source_name or (Path(input_path).name if input_path != STDIO else "stdin"),
         roles=role_map, template=template, oasst_best=oasst_best, task=task,
     )
     conv = Converter(name, from_, opts, mapping, keep_going=rejects is not None)
-    with BackgroundWriter(TableWriter(output, to)) as out:
-        rejected = TableWriter(rejects, "jsonl" if Path(rejects).suffix != ".parquet"
-                               else "parquet") if rejects else None
-        try:
-            for batch in progress(prefetch(iter_input_batches(source)), desc="convert"):
-                part = conv.feed(batch)
-                out.write(part.records)
-                if rejected is not None:
-                    rejected.write(part.rejects)
-            tail = conv.finish()
-            out.write(tail.records)
-            if rejected is not None:
-                rejected.write(tail.rejects)
-        except BaseException:
-            if rejected is not None:
-                rejected.close(ok=False)
-            raise
-        if rejected is not None:
-            rejected.close()
+    with contextlib.ExitStack() as stack:  # on error both files are discarded, never half-kept
+        out = stack.enter_context(BackgroundWriter(TableWriter(output, to)))
+        rejected = stack.enter_context(TableWriter(rejects)) if rejects else None
+        for batch in progress(prefetch(iter_input_batches(source)), desc="convert"):
+            _write(conv.feed(batch), out, rejected)
+        _write(conv.finish(), out, rejected)
     say(f"convert: {name}: {conv.summary()}")
     if rejects and conv.rows_rejected:
         say(f"convert: {conv.rows_rejected} rejected rows written to {rejects}")
+    if template is not None and conv.fmt not in ("classification", "conll"):
+        warn(f"--template was not used: the input is {conv.fmt}")
+    if oasst_best and conv.fmt != "oasst":
+        warn(f"--oasst-best was not used: the input is {conv.fmt}")
+
+
+def _write(part, out, rejected) -> None:
+    out.write(part.records)
+    if rejected is not None:
+        rejected.write(part.rejects)
 
 
 def _check_flags(input_path, output, rejects, from_, template, oasst_best, role_map) -> None:

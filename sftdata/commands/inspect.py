@@ -82,9 +82,15 @@ def inspect(
             )
         decode = None
         if tokenizer is not None:
-            decode, vocab_hash = _load_decoder(tokenizer)
-            expected = (manifest.get("tokenizer") or {}).get("vocab_hash")
-            if vocab_hash is not None and expected and vocab_hash != expected:
+            decode, backend, vocab_hash = _load_decoder(tokenizer)
+            made_with = manifest.get("tokenizer") or {}
+            expected = made_with.get("vocab_hash")
+            if made_with.get("backend") not in (None, backend):
+                warn(
+                    f"{tokenizer} is a {backend} tokenizer; these shards were made with a "
+                    f"{made_with['backend']} one ({made_with.get('name')}); the text may be wrong"
+                )
+            elif vocab_hash is not None and expected and vocab_hash != expected:
                 warn(
                     f"{tokenizer} is not the tokenizer these shards were made with "
                     f"(vocab hash {vocab_hash[:12]}, manifest {expected[:12]}); the text may be wrong"
@@ -114,8 +120,9 @@ def _reader(shard_dir: str, split: str, verify: bool = False) -> ShardReader:
         raise DataError(str(exc), fix="re-run `sftdata pack`; the shard files were changed") from None
 
 
-def _load_decoder(path: str) -> tuple[Callable[[list[int]], str], str | None]:
-    """(ids -> text, vocab hash or None) for a tokenizer directory/tokenizer.json or .tiktoken file."""
+def _load_decoder(path: str) -> tuple[Callable[[list[int]], str], str, str | None]:
+    """(ids -> text, backend, vocab hash or None) for a tokenizer directory, a tokenizer.json or a
+    .tiktoken ranks file."""
     from ..shards import tokenizer_fingerprint
 
     p = Path(path)
@@ -130,7 +137,7 @@ def _load_decoder(path: str) -> tuple[Callable[[list[int]], str], str | None]:
         except Exception as exc:  # the tokenizers library raises plain Exceptions
             raise UsageProblem(f"--tokenizer {path}: cannot load ({exc})") from None
         vocab_hash = tokenizer_fingerprint(tok.get_vocab(with_added_tokens=True))
-        return (lambda ids: tok.decode(ids, skip_special_tokens=False)), vocab_hash
+        return (lambda ids: tok.decode(ids, skip_special_tokens=False)), "hf", vocab_hash
     # a tiktoken ranks file: "base64(token bytes) rank" per line; special tokens are not in it,
     # so they show as <|id|> and the vocabulary hash cannot be checked
     tokens: dict[int, bytes] = {}
@@ -148,4 +155,4 @@ def _load_decoder(path: str) -> tuple[Callable[[list[int]], str], str | None]:
         raw = b"".join(tokens.get(i, f"<|{i}|>".encode()) for i in ids)
         return raw.decode("utf-8", errors="replace")
 
-    return decode, None
+    return decode, "tiktoken", None

@@ -71,13 +71,7 @@ def leakcheck(
     from ..ops.leakcheck import leakcheck as run_leakcheck
 
     if not drop:
-        given = [flag for flag, on_ in (("-o/--output", output != STDIO), ("--to", to is not None),
-                                         ("--rejects", rejects is not None)) if on_]
-        if given:
-            raise click.UsageError(
-                f"{', '.join(given)} {'needs' if len(given) == 1 else 'need'} --drop: without --drop leakcheck writes no records, "
-                "only the summary (stderr) and --report FILE."
-            )
+        check_no_output_flags(output != STDIO, to is not None, rejects is not None)
     threshold = parse_fail_on(fail_on)
     check_params(on=on, ngram=ngram, min_ngram=min_ngram, frequent_cutoff=frequent_cutoff,
                  near_threshold=near_threshold, num_perm=num_perm, min_overlap=min_overlap)
@@ -91,7 +85,7 @@ def leakcheck(
         min_overlap=min_overlap, near=not no_near,
     )
     flagged = set(result.contaminated_ids) | (set(result.low_confidence_ids) if strict else set())
-    say_summary(result, references, strict)
+    say_summary(result, strict)
 
     if drop:
         kept, dropped = decontaminate(train, result, include_low=strict)
@@ -114,6 +108,18 @@ def leakcheck(
                 f"leakcheck failed: {len(flagged)} contaminated record(s) ({share:.2%}) "
                 f"exceed --fail-on {fail_on}"
             )
+
+
+def check_no_output_flags(output: bool, to: bool, rejects: bool) -> None:
+    """Without --drop no records are written, so the flags that place them make no sense."""
+    given = [flag for flag, on in (("-o/--output", output), ("--to", to), ("--rejects", rejects))
+             if on]
+    if given:
+        verb = "needs" if len(given) == 1 else "need"
+        raise click.UsageError(
+            f"{', '.join(given)} {verb} --drop: without --drop leakcheck writes no records, "
+            "only the summary (stderr) and --report FILE."
+        )
 
 
 def parse_fail_on(text: str | None) -> tuple[float, str] | None:
@@ -192,7 +198,7 @@ def reference_name(spec: str) -> tuple[str, str]:
     return Path(spec).stem or spec, spec
 
 
-def say_summary(result: Any, references: dict[str, Any], strict: bool) -> None:
+def say_summary(result: Any, strict: bool) -> None:
     s = result.summary
     sets = ", ".join(f"{name} ({entry['items']} items)" for name, entry in s["references"].items())
     say(f"leakcheck: {s['train_records']} training records (on {s['parameters']['on']}) "

@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING
 
 import click
 
+from ..errors import DataError
 from ..shards import ROWS_PER_FILE
-from ._common import handle_errors, input_argument, rejects_option, say, warn
+from ._common import handle_errors, input_argument, progress, rejects_option, say, warn
 
 if TYPE_CHECKING:
     from ..ops.pack import PackResult
@@ -83,12 +84,22 @@ def pack(
     )
     for message in result.warnings:
         warn(message)
+    if not result.splits:
+        if rejects:
+            write_table(result.dropped, rejects)
+        kinds = ", ".join(f"{k} {v}" for k, v in sorted(result.report.dropped.items()))
+        raise DataError(
+            f"all {result.report.rows_in} rows were dropped ({kinds}); nothing to pack",
+            file=source.name,
+            fix="raise --seq-len or change --truncation; --rejects FILE shows every reason",
+        )
 
     with _building(target) as tmp:
         splits = {}
         for name, packed in result.splits.items():
             writer = ShardWriter(tmp, name, rows_per_file=rows_per_file)
-            for batch in packed.batches(rows_per_file):
+            files = -(-packed.sequences // rows_per_file)
+            for batch in progress(packed.batches(rows_per_file), total=files, desc=f"pack {name}"):
                 writer.add_packed(**batch)
             splits[name] = writer.close(seq_len)
         write_manifest(tmp, {**result.manifest(), "splits": splits})

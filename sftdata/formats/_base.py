@@ -74,6 +74,8 @@ def make_message(role: str, content: Any, where: str, **extra: Any) -> dict[str,
     """A full message dict; refuses non-string content and empty assistant turns."""
     if content is None:
         content = ""
+    if isinstance(content, int | float) and not isinstance(content, bool):
+        content = str(content)  # a bare number as an answer (Polars reads it as text too)
     if not isinstance(content, str):
         raise RowProblem(where, f"content must be a string, got {_kind(content)}",
                          "make the content a string (or a list of typed text parts)")
@@ -98,6 +100,8 @@ def require(row: dict[str, Any], key: str, fmt: str) -> Any:
 
 def require_str(row: dict[str, Any], key: str, fmt: str) -> str:
     value = require(row, key, fmt)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
     if not isinstance(value, str):
         raise RowProblem(key, f"must be a string, got {_kind(value)}", "make it a string")
     return value
@@ -110,7 +114,8 @@ def dumps(value: Any) -> str:
 
 def meta_json(extras: dict[str, Any], base: Any = None) -> str | None:
     """JSON of the source fields no column holds (nulls left out), merged into ``base``."""
-    kept = {k: v for k, v in extras.items() if v is not None}
+    # keys sorted: the same record gets the same meta whichever path (row or vectorized) built it
+    kept = {k: extras[k] for k in sorted(extras) if extras[k] is not None}
     if base is None:
         return dumps(kept) if kept else None
     if not kept:

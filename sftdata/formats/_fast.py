@@ -86,11 +86,12 @@ def content_ids(messages: pl.Series) -> pl.Series:
 
 def sha_ids(texts: pl.Series) -> pl.Series:
     sha = hashlib.sha256
-    return pl.Series("id", [sha(t.encode()).hexdigest()[:16] for t in texts], dtype=pl.String)
+    hashed = [sha(t.encode()).hexdigest()[:16] for t in texts.to_list()]
+    return pl.Series("id", hashed, dtype=pl.String)
 
 
 def meta_expr(frame: pl.DataFrame, used: tuple[str, ...]) -> pl.Expr:
-    extras = [c for c in frame.columns if c not in used]
+    extras = sorted(c for c in frame.columns if c not in used)  # as _base.meta_json orders them
     if not extras:
         return pl.lit(None, dtype=pl.String)
     return pl.struct(extras).struct.json_encode()

@@ -109,6 +109,8 @@ def fast(frame: pl.DataFrame, opts: Options) -> pl.DataFrame | None:
         ).otherwise(instruction)
     else:
         user = instruction
-    turns = [("user", user), ("assistant", pl.col("output"))]
+    frame = frame.with_columns(user.alias("\0user"))  # computed once, used twice
+    turns = [("user", pl.col("\0user")), ("assistant", pl.col("output"))]
     messages = _fast.fixed_messages(frame, turns)
-    return _fast.finish(frame, messages, _fast.fixed_content_ids(frame, turns), opts, USED)
+    ids = _fast.fixed_content_ids(frame, turns)
+    return _fast.finish(frame, messages, ids, opts, (*USED, "\0user"))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._base import Options, make_message, record
+from ._base import Options, RowProblem, make_message, record
 
 NAME = "prompts"
 
@@ -19,8 +19,6 @@ def matches(row: Any) -> bool:
 
 
 def to_records(row: Any, opts: Options) -> list[dict[str, Any]]:
-    from ._base import RowProblem
-
     if not isinstance(row, str):
         raise RowProblem(None, f"expected a JSON string, got {type(row).__name__}",
                          "write one JSON string per line, or force the format with --from")

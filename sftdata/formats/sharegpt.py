@@ -11,7 +11,16 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ._base import Options, RowProblem, make_message, normalize_role, others, record, require
+from ._base import (
+    Options,
+    RowProblem,
+    dumps,
+    make_message,
+    normalize_role,
+    others,
+    record,
+    require,
+)
 from .openai import to_openai_call
 
 NAME = "sharegpt"
@@ -54,8 +63,6 @@ def _turn(turn: Any, where: str, opts: Options) -> dict[str, Any]:
     value = turn.get(value_key)
     if role == "function_call":
         call = to_openai_call(value, f"{where}.{value_key}")
-        from ._base import dumps
-
         return make_message("assistant", "", f"{where}.{value_key}", tool_calls=dumps([call]))
     return make_message(role, value, f"{where}.{value_key}")
 

@@ -24,6 +24,7 @@ each copy follows its original. Every record not kept is returned in ``dropped``
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -43,8 +44,17 @@ COPY_SUFFIX = "~up"
 @dataclass
 class BalanceResult:
     frame: pl.DataFrame  # kept records and copies, input order, each copy after its original
-    dropped: pl.DataFrame  # records not kept, with a ``reason`` column
     report: dict[str, Any] = field(default_factory=dict)
+    _source: pl.DataFrame | None = field(default=None, repr=False)
+    _drop_reasons: pl.Series | None = field(default=None, repr=False)  # per input row, null = kept
+
+    @functools.cached_property
+    def dropped(self) -> pl.DataFrame:
+        """Records not kept, with a ``reason`` column (built on first use: copying them is the
+        costliest step, and a caller that only counts drops never pays for it)."""
+        rows = np.flatnonzero(self._drop_reasons.is_not_null().to_numpy())
+        # a gather by row number is several times faster than a boolean filter on nested columns
+        return self._source[rows].with_columns(self._drop_reasons.gather(rows))
 
 
 def balance(
@@ -65,7 +75,10 @@ def balance(
         raise UsageProblem(f"--by {by}: no such column; the input has: {', '.join(df.columns)}")
     strategy = strategy or "downsample"
     keys = df[by].cast(pl.String).fill_null(NULL_CLASS)
-    sizes = dict(sorted(keys.value_counts().iter_rows()))
+    # row numbers grouped by class (classes in name order), input order within each class
+    ordered = keys.to_frame("k").with_row_index("i").sort("k", maintain_order=True)
+    by_class = ordered["i"].to_numpy().astype(np.int64)
+    sizes = {cls: int(n) for n, cls in ordered["k"].rle().struct.unnest().iter_rows()}
 
     if not sizes:  # nothing to balance; an empty input is not an error in a pipe
         wanted: dict[str, int] = {}
@@ -80,10 +93,9 @@ def balance(
     reasons = _reasons(mode, by, cap, shares, sizes, wanted)
     keep_mask = np.zeros(df.height, dtype=bool)
     copies_of = np.zeros(df.height, dtype=np.int64)
-    positions = keys.to_frame("k").with_row_index("i").group_by("k").agg("i")
-    index_of = {k: np.asarray(ix, dtype=np.int64) for k, ix in positions.iter_rows()}
+    start = 0
     for cls, n in sizes.items():
-        rows = np.sort(index_of[cls])
+        rows, start = by_class[start : start + n], start + n
         want = wanted.get(cls, 0)
         rng = _class_rng(seed, cls)
         if want <= n:
@@ -95,11 +107,18 @@ def balance(
             copies_of[rows[rng.choice(n, size=extra % n, replace=False)]] += 1
 
     frame = _with_copies(df, keep_mask, copies_of)
-    dropped = df.filter(pl.Series(~keep_mask)).with_columns(
-        keys.filter(pl.Series(~keep_mask)).replace_strict(reasons, return_dtype=pl.String).alias("reason")
+    drop_reasons = (
+        pl.select(
+            pl.when(pl.Series(keep_mask))
+            .then(pl.lit(None, dtype=pl.String))
+            .otherwise(keys.replace_strict(reasons, default=None, return_dtype=pl.String))
+            .alias("reason")
+        ).to_series()
+        if reasons
+        else pl.Series("reason", [None] * df.height, dtype=pl.String)
     )
     report = _report(mode, by, seed, strategy, total, cap, shares, sizes, keys, keep_mask, copies_of)
-    return BalanceResult(frame, dropped, report)
+    return BalanceResult(frame, report, df, drop_reasons)
 
 
 # --------------------------------------------------------------------------- options

@@ -77,7 +77,12 @@ class Converter:
 
     def feed(self, batch: InputBatch) -> BatchResult:
         if self.fmt is None and batch.first is not None:
-            self.fmt = self._detect(batch.first)
+            first = batch.first
+            if first.error is not None and self.keep_going:
+                # an unreadable first row is rejected like any other; detect from the next
+                first = next((r for r in batch.rows() if r.error is None), None)
+            if first is not None:
+                self.fmt = self._detect(first)
         adapter = FORMATS[self.fmt] if self.fmt else None
         if adapter is not None and batch.frame is not None and hasattr(adapter, "fast"):
             frame = self._rename_frame(batch.frame)
@@ -93,6 +98,9 @@ class Converter:
             if raw.error is not None:
                 self._problem(raw, raw.error, rejects)
                 continue
+            if adapter is None:  # every row so far was unreadable; this one is the first good
+                self.fmt = self._detect(raw)
+                adapter = FORMATS[self.fmt]
             value = self._rename_row(raw.value)
             if self.fmt == "oasst" and (oasst.is_flat(value) or self._flat):
                 self._flat.append(RawRow(value, raw.line, raw.row, raw.raw))
@@ -120,12 +128,12 @@ class Converter:
                 self._problem(raw, self._error(raw, p), rejects)
                 continue
             good.append(raw)
-        rows = [r.value for r in good]
-        for i in reversed(oasst.orphans(rows)):
-            raw = good.pop(i)
+        orphans = set(oasst.orphans([r.value for r in good]))
+        for i in sorted(orphans):
             problem = RowProblem("parent_id", "its parent message is not in the file",
                                  "include the whole tree, or drop the message")
-            self._problem(raw, self._error(raw, problem), rejects)
+            self._problem(good[i], self._error(good[i], problem), rejects)
+        good = [r for i, r in enumerate(good) if i not in orphans]
         self._flat = []
         try:
             records = oasst.flat_to_records([r.value for r in good], self.opts)

@@ -1,7 +1,8 @@
 """Which training records contain which reference items (benchmarks, val/test/gold), and the proof.
 
-Texts are compared on one view (``on``): the prompt (every non-assistant turn), the response
-(every assistant turn) or the whole conversation (every turn's content, no role names). Words
+Texts are compared on one view (``on``, the same for training records and reference items): the
+prompt (every non-assistant turn), the response (every assistant turn) or the whole conversation
+(every turn's content, no role names). Words
 are normalized (NFKC, lower case; punctuation and whitespace ignored, see sftdata.ngrams).
 Evidence for a (training record, reference item) pair comes in four kinds:
 
@@ -164,7 +165,8 @@ def decontaminate(
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(kept, dropped): training records without / with a match; dropped gets a `reason` column.
 
-    The reason names the strongest match: kind, reference set and item, overlap.
+    Records are matched by id (every row with a flagged id goes). The reason names the strongest
+    match: confidence, kind, reference set and item, overlap.
     """
     ids = set(result.contaminated_ids) | (set(result.low_confidence_ids) if include_low else set())
     best = (
@@ -216,13 +218,16 @@ def _reference_items(references: dict[str, pl.DataFrame], view: pl.Expr) -> pl.D
 def _reference_windows(
     refs: Corpus, items: pl.DataFrame, n: int, cutoff: int
 ) -> tuple[pl.DataFrame, int]:
-    """n-gram windows of the long items (hash, ref, start), minus n-grams shared by > cutoff items.
+    """n-gram windows of the long items (hash, ref, start), minus n-grams of > cutoff item texts.
 
     An n-gram that many different items share is the benchmark's own template, not an item.
+    Distinct texts are counted, so an item repeated in the benchmark keeps its n-grams.
     """
     long_rows = items.filter(pl.col("words") >= n)["ref"].to_numpy()
     windows = refs.windows(n, rows=long_rows).rename({"row": "ref"})
-    spread = windows.group_by("hash").agg(pl.col("ref").n_unique().alias("items"))
+    spread = windows.join(items.select("ref", "whole"), on="ref").group_by("hash").agg(
+        pl.col("whole").n_unique().alias("items")
+    )
     boiler = spread.filter(pl.col("items") > cutoff)
     return windows.join(boiler, on="hash", how="anti"), boiler.height
 
@@ -342,7 +347,9 @@ def _shingle_index(
     rows = items.filter(pl.col("words") >= NEAR_SHINGLE)["ref"].to_numpy()
     shingles = refs.windows(NEAR_SHINGLE, rows=rows).select("hash", pl.col("row").alias("ref"))
     shingles = shingles.unique()
-    spread = shingles.group_by("hash").agg(pl.len().alias("items"))
+    spread = shingles.join(items.select("ref", "whole"), on="ref").group_by("hash").agg(
+        pl.col("whole").n_unique().alias("items")  # distinct item texts, as for n-grams
+    )
     rare = shingles.join(spread.filter(pl.col("items") <= cutoff), on="hash", how="semi")
     sizes = (
         shingles.join(spread, on="hash")

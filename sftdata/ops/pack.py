@@ -231,7 +231,8 @@ class PackedSplit:
             last = min(first + rows, end)
             d0, d1 = int(self.doc_offsets[first]), int(self.doc_offsets[last])
             lens = self.doc_lens[d0:d1]
-            gather = _ranges(self.doc_starts[d0:d1], lens)
+            small = self.token_ids.size < 2**31
+            gather = _ranges(self.doc_starts[d0:d1], lens, np.int32 if small else np.int64)
             doc_offsets = self.doc_offsets[first : last + 1] - d0
             seq_lens = np.add.reduceat(lens.astype(np.int64), doc_offsets[:-1])
             yield {
@@ -242,10 +243,6 @@ class PackedSplit:
                 "doc_offsets": doc_offsets,
                 "record_ids": self.record_ids.slice(d0, d1 - d0),
             }
-
-    def sequence(self, index: int) -> dict[str, Any]:
-        """One packed sequence, gathered (for tests and inspection)."""
-        return next(self.batches(1, index, index + 1))
 
 
 @dataclass
@@ -323,19 +320,21 @@ def _window_sums(mask: np.ndarray, starts: np.ndarray, stops: np.ndarray) -> np.
     if bounds[-1] >= mask.size:
         bounds = bounds[:-1]  # reduceat runs the last window to the end by itself
     # even positions sum a window; odd ones the gap before the next window (ignored)
-    out[nonempty] = np.add.reduceat(mask.view(np.uint8), bounds, dtype=np.int64)[0::2]
+    # int32 sums (a window is one document, < 2**31 tokens) run twice as fast as int64
+    out[nonempty] = np.add.reduceat(mask.view(np.uint8), bounds, dtype=np.int32)[0::2]
     return out
 
 
-def _ranges(starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
+def _ranges(starts: np.ndarray, lens: np.ndarray, dtype: type = np.int64) -> np.ndarray:
     """Concatenation of arange(s, s + l) for every (s, l), without a Python loop.
 
-    One cumulative sum over steps of 1, with a jump where each range begins.
+    One cumulative sum over steps of 1, with a jump where each range begins. ``dtype`` int32
+    halves the memory traffic when every index fits.
     """
     keep = lens > 0
     starts, lens = starts[keep].astype(np.int64), lens[keep].astype(np.int64)
     total = int(lens.sum())
-    steps = np.ones(total, dtype=np.int64)
+    steps = np.ones(total, dtype=dtype)
     if total == 0:
         return steps
     out_starts = np.cumsum(lens) - lens

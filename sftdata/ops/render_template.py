@@ -23,6 +23,24 @@ SPANS_TYPE = pl.List(pl.Struct(SPAN_FIELDS))
 DOWNSTREAM_COLUMNS = ("input_ids", "labels", "n_tokens", "n_supervised", "tokenizer")
 
 
+def spans_series(rows: list[list[dict[str, Any]]]) -> pl.Series:
+    """The `spans` column, built as flat columns plus offsets: building list<struct> from
+    Python dicts row by row was the slowest part of rendering."""
+    import numpy as np
+    import pyarrow as pa
+
+    flat = [span for row in rows for span in row]
+    fields = pl.DataFrame(
+        {name: [span[name] for span in flat] for name in SPAN_FIELDS}, schema=SPAN_FIELDS
+    )
+    structs = fields.to_struct("spans").to_arrow()
+    offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum([len(row) for row in rows], out=offsets[1:])
+    offsets_array = pa.Array.from_buffers(pa.int64(), offsets.size, [None, pa.py_buffer(offsets)])
+    column = pa.LargeListArray.from_arrays(offsets_array, structs)
+    return pl.Series("spans", column).cast(SPANS_TYPE)
+
+
 @dataclass
 class RenderResult:
     records: pl.DataFrame  # input rows that rendered, with text/spans/template
@@ -74,7 +92,7 @@ def render_template(
     base = df.drop(dropped)
     records = base[kept].with_columns(
         pl.Series("text", texts, dtype=pl.String),
-        pl.Series("spans", spans, dtype=SPANS_TYPE),
+        spans_series(spans),
         pl.lit(tmpl.to_json(), dtype=pl.String).alias("template"),
     )
     rejects = base[failed].with_columns(pl.Series("reason", reasons, dtype=pl.String))

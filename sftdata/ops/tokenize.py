@@ -10,8 +10,8 @@ A turn with weight 0 is never trained. The end-of-turn marker of a trained turn 
 ``train_eot=False``; ``train_prompt`` trains every token.
 
 Truncation to ``max_len``: right (keep the start), left (keep the end of the conversation), drop,
-or fail. Rows left with no supervised token are never passed on: they go to the rejects with a
-reason, or the op raises.
+or fail. Rows left with no supervised token are never passed on: they go to ``rejects`` with a
+reason (the command fails on them unless --rejects is given).
 """
 
 from __future__ import annotations
