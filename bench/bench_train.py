@@ -6,7 +6,8 @@ same documents (seeded synthetic chats: 40% prompt masked, lognormal lengths), s
 length, gradient checkpointing on, one epoch. Each system runs in its own process so peak
 memory is its own: torch.cuda.max_memory_allocated on a GPU, peak RSS on a CPU.
 
-    .venv/bin/python bench/bench_train.py --quick                  # CPU, small shape, ~5 min
+    .venv/bin/python bench/bench_train.py --quick                  # CPU, small shape, ~10 min
+    .venv/bin/python bench/bench_train.py --quick --plan-check     # plan vs measured memory
     python3 bench/bench_train.py --shape smollm2 --seq-len 2048    # GPU
     python3 bench/bench_train.py --shape llama3-8b --seq-len 2048 --docs 400   # GPU
 
@@ -189,6 +190,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", default=str(ROOT / "bench" / "out" / "train"))
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--plan-check", action="store_true",
+                        help="compare `sfttrain plan` with measured peak memory instead")
     args = parser.parse_args()
     if args.quick:
         args.shape, args.seq_len, args.docs = "cpu-small", 512, 48
@@ -206,6 +209,9 @@ def main() -> None:
 
     shutil.rmtree(work / "shards", ignore_errors=True)
     write_packed_shards(docs, args.seq_len, work / "shards", model_dir)
+    if args.plan_check:
+        plan_check(args, work)
+        return
     results: dict[str, list[dict]] = {}
     systems = args.systems.split(",")
     for _ in range(args.repeats):  # interleaved, so load on a shared machine hits all alike
@@ -221,6 +227,43 @@ def main() -> None:
                 continue
             results.setdefault(system, []).append(json.loads(line[0][7:]))
     report(args, results)
+
+
+def plan_check(args, work: Path) -> None:
+    """`sfttrain plan` against measured runs: micro-batch 1 and 4, checkpointing on and off."""
+    import torch
+
+    from sftdata.shards import ShardReader
+    from sfttrain.config import build_config
+    from sfttrain.plan import model_shape, predict
+
+    cuda = torch.cuda.is_available()
+    longest = int(ShardReader(work / "shards", "train").lengths().max())
+    kind = "max_memory_allocated" if cuda else "peak RSS - RSS before model load"
+    print(f"plan check ({kind}), shape {args.shape}, longest packed sequence {longest}")
+    print("| micro_batch | checkpointing | predicted GiB | measured GiB | error |")
+    print("| ---: | --- | ---: | ---: | ---: |")
+    for ckpt in ("true", "false"):
+        for mb in (1, 4):
+            overrides = [f"micro_batch={mb}", f"grad_checkpointing={ckpt}", "max_steps=2",
+                         f"lora_r={LORA['r']}", f"lora_alpha={LORA['alpha']}",
+                         "save_every=100000"]
+            out = work / f"plan-{mb}-{ckpt}"
+            cmd = [sys.executable, "-m", "sfttrain", "run", str(work / "shards"), "--model",
+                   str(work / "model"), "-o", str(out), "--no-resume", *overrides]
+            proc = subprocess.run(cmd, capture_output=True, text=True,
+                                  env={**os.environ, "PYTHONPATH": str(ROOT)})
+            if proc.returncode:
+                print(proc.stderr[-2000:], file=sys.stderr)
+                continue
+            summary = json.loads((out / "summary.json").read_text())
+            measured = summary["peak_memory_bytes"] - (0 if cuda else
+                                                       summary["rss_before_model_bytes"])
+            config = build_config(None, overrides)
+            predicted = predict(model_shape(work / "model"), config, longest,
+                                act_bytes=2 if cuda else 4).total
+            print(f"| {mb} | {ckpt} | {predicted / 2**30:.3f} | {measured / 2**30:.3f} | "
+                  f"{predicted / measured - 1:+.0%} |")
 
 
 def report(args, results: dict[str, list[dict]]) -> None:

@@ -48,7 +48,7 @@ def shingles(text: str, n: int = 5, unit: str = "word") -> list[str]:
     empty only for an empty text. Repeated n-grams are kept; callers compare them as sets.
     """
     _check_shingle_args(n, unit)
-    return [g.decode("utf-8") for g in _shingle_bytes(normalize(text), n, unit)]
+    return [g.decode("utf-8") for g in shingle_bytes(normalize(text), n, unit)]
 
 
 def _check_shingle_args(n: int, unit: str) -> None:
@@ -58,7 +58,7 @@ def _check_shingle_args(n: int, unit: str) -> None:
         raise ValueError(f"n-gram size must be at least 1, got {n}")
 
 
-def _shingle_bytes(norm: str, n: int, unit: str) -> list[bytes]:
+def shingle_bytes(norm: str, n: int = 5, unit: str = "word") -> list[bytes]:
     """The shingles of already-normalized text as UTF-8 bytes (the hot path of signatures)."""
     if unit == "char":
         if len(norm) <= n:
@@ -139,7 +139,7 @@ def normalized_signatures(
     grams: list[bytes] = []
     counts = np.empty(len(norms), dtype=np.int64)
     for i, norm in enumerate(norms):
-        doc = _shingle_bytes(norm, ngram, unit)
+        doc = shingle_bytes(norm, ngram, unit)
         counts[i] = len(doc)
         grams.extend(doc)
     out = np.full((len(norms), num_perm), MAX_HASH, dtype=np.uint32)

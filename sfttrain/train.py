@@ -66,6 +66,9 @@ def run(
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
     _seed_everything(config.seed)
+    import peft  # noqa: F401 - imported before the baseline so RSS growth is the model's
+    import transformers  # noqa: F401
+
     rss_before = _peak_rss()
 
     manifest = read_manifest(shard_dir)

@@ -239,3 +239,12 @@ def test_empty_input_gives_empty_output():
     result = run("-", input=b"")
     assert result.exit_code == 0 and result.stdout == ""
     assert result.stderr == "convert: <stdin>: 0 rows in = 0 records out + 0 rejected (no rows)\n"
+
+
+def test_a_key_first_seen_late_still_reaches_meta():
+    rows = [{"instruction": f"q{i}", "output": f"a{i}"} for i in range(300)]
+    rows[250]["extra"] = "kept"
+    data = "".join(json.dumps(r) + "\n" for r in rows).encode()
+    recs = lines(run("-", input=data).stdout)
+    assert json.loads(recs[250]["meta"]) == {"extra": "kept"}
+    assert recs[0]["meta"] is None

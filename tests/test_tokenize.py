@@ -181,3 +181,17 @@ def test_chunked_encoding_gives_the_same_rows(hf, tk, monkeypatch):
         monkeypatch.setattr(op, "CHUNK_ROWS", 1)
         assert tokenize(df, tok, max_len=12, truncation="left").records.equals(whole)
         monkeypatch.setattr(op, "CHUNK_ROWS", 8192)
+
+
+@pytest.mark.parametrize("policy", ["all", "last", "flag"])
+def test_vectorized_span_choice_equals_the_reference(policy):
+    from sftdata.ops.tokenize import chosen_char_spans
+
+    records = [chat("q", "a", "q", "b", "q", "c"), chat("q", "a"), {"messages": [{"role": "user", "content": "x"}]}]
+    records[0]["messages"][1]["train"] = True
+    records[0]["messages"][3]["weight"] = 0.0
+    records[0]["messages"][5]["train"] = False
+    records[1]["messages"][1]["train"] = False
+    spans = rendered(*records)["spans"]
+    reference = [[(s["start"], s["eot_start"]) for s in trained_spans(row, policy)] for row in spans.to_list()]
+    assert chosen_char_spans(spans, policy, train_eot=False) == reference

@@ -314,7 +314,7 @@ def _shingle_sets(
 ) -> dict[int, set[bytes]]:
     texts = view_texts(df[rows], on)
     return {
-        int(row): set(minhash._shingle_bytes(normalize(t or "", strip_punctuation=punctuation), ngram, unit))
+        int(row): set(minhash.shingle_bytes(normalize(t or "", strip_punctuation=punctuation), ngram, unit))
         for row, t in zip(rows, texts, strict=True)
     }
 
