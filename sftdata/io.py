@@ -320,7 +320,7 @@ def _read_binary(source: Source) -> pl.DataFrame:
         return pl.read_parquet(io.BytesIO(source.read_bytes()))
     data = source.read_bytes()
     if data.startswith(b"ARROW1"):
-        return pl.read_ipc(io.BytesIO(data), memory_map=False)
+        return pl.read_ipc(io.BytesIO(data))
     return pl.read_ipc_stream(io.BytesIO(data))
 
 
@@ -331,13 +331,25 @@ def iter_jsonl_frames(
 ) -> Iterator[tuple[int, pl.DataFrame]]:
     """JSONL as DataFrames of bounded size, each with the line number of its first line."""
     for first_line, chunk in iter_jsonl_chunks(source, batch_bytes):
+        yield first_line, _read_ndjson_chunk(chunk, first_line, source.name, schema_overrides)
+
+
+def _read_ndjson_chunk(
+    chunk: bytes, first_line: int, name: str, overrides: dict[str, pl.DataType] | None
+) -> pl.DataFrame:
+    try:
+        return pl.read_ndjson(io.BytesIO(chunk), schema_overrides=overrides, infer_schema_length=None)
+    except Exception:
+        pass
+    if overrides:
+        # Polars refuses overrides for keys the chunk lacks (a record without `source`, say):
+        # read it plainly and let the caller cast.
         try:
-            frame = pl.read_ndjson(
-                io.BytesIO(chunk), schema_overrides=schema_overrides, infer_schema_length=None
-            )
-        except Exception:  # Polars' error does not say which line; find it ourselves
-            raise locate_bad_line(chunk, first_line, source.name) from None
-        yield first_line, frame
+            return pl.read_ndjson(io.BytesIO(chunk), infer_schema_length=None)
+        except Exception:
+            pass
+    # Polars' error does not say which line; find it ourselves
+    raise locate_bad_line(chunk, first_line, name) from None
 
 
 @dataclass

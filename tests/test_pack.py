@@ -262,6 +262,8 @@ def test_one_shard_set_per_split_in_canonical_order():
     assert list(pack(all_null, seq_len=32).splits) == ["train"]
     with pytest.raises(DataError, match="row 1: field 'split': split is null"):
         pack(tokenized([5, 6], split=["val", None]), seq_len=32)
+    with pytest.raises(DataError, match="row 1: field 'split': split '../x' cannot name a shard"):
+        pack(tokenized([5, 6], split=["val", "../x"]), seq_len=32)
 
 
 def test_rows_that_disagree_on_the_tokenizer_are_refused():

@@ -35,6 +35,7 @@ STRATEGIES = ("bfd", "ffd", "none")
 TRUNCATIONS = ("right", "left", "drop", "fail")
 SPLIT_ORDER = ("train", "val", "test", "gold")
 DEFAULT_SPLIT = "train"
+SPLIT_NAME = r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$"  # becomes a directory name inside the output
 REQUIRED_COLUMNS = ("id", "input_ids", "labels", "tokenizer")
 CHECK_CHUNK = 1 << 24  # tokens checked at a time
 TOKENIZE_FIX = "run the records through `sftdata render-template | sftdata tokenize` first"
@@ -646,6 +647,13 @@ def _split_names(frame: pl.DataFrame, source: str | None) -> np.ndarray:
             "split is null while other rows have one", file=source,
             row=int(splits.is_null().arg_max()), field="split",
             fix="assign every row a split (`sftdata split`) or drop the split column",
+        )
+    bad = splits.filter(~splits.str.contains(SPLIT_NAME))
+    if bad.len():
+        raise DataError(
+            f"split {bad[0]!r} cannot name a shard directory", file=source,
+            row=int((splits == bad[0]).arg_max()), field="split",
+            fix="use letters, digits, '_', '-' and '.' only (train, val, test, gold, ...)",
         )
     return np.asarray(splits.to_list(), dtype=object)
 

@@ -1,0 +1,40 @@
+"""read_records on hand-written JSONL: missing optional columns are fine, missing id/messages are not."""
+
+from __future__ import annotations
+
+import pytest
+
+from sftdata.errors import DataError
+from sftdata.io import read_records
+from sftdata.schema import RECORD_COLUMNS
+
+
+def test_minimal_jsonl_record_reads_with_every_column(tmp_path):
+    path = tmp_path / "r.jsonl"
+    path.write_text('{"id":"a","messages":[{"role":"user","content":"hi"}]}\n')
+    df = read_records(path)
+    assert df.columns[: len(RECORD_COLUMNS)] == list(RECORD_COLUMNS)
+    assert df["messages"][0][0]["content"] == "hi"
+    assert df["source"].to_list() == [None]
+
+
+def test_not_a_record_table_says_to_convert(tmp_path):
+    path = tmp_path / "r.jsonl"
+    path.write_text('{"instruction":"x","output":"y"}\n')
+    with pytest.raises(DataError, match="missing column\\(s\\) id, messages.*sftdata convert"):
+        read_records(path)
+
+
+def test_broken_line_is_named(tmp_path):
+    path = tmp_path / "r.jsonl"
+    path.write_text('{"id":"a","messages":[]}\n{"id": \n')
+    with pytest.raises(DataError, match="line 2: broken JSON"):
+        read_records(path)
+
+
+def test_arrow_ipc_file_input(tmp_path):
+    import polars as pl
+
+    path = tmp_path / "r.arrow"
+    pl.DataFrame({"id": ["a"], "messages": [[{"role": "user", "content": "x"}]]}).write_ipc(path)
+    assert read_records(path)["id"].to_list() == ["a"]
