@@ -123,6 +123,8 @@ def run(
 
     # state that a checkpoint carries besides weights and optimizer
     state = {"step": 0, "micro": 0, "best_val": math.inf, "bad_evals": 0, "tokens": 0}
+    if is_main and not resume:  # starting over: old checkpoints must not be resumed later
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)
     ckpt = _latest_checkpoint(out) if resume else None
     if ckpt is not None:
         _load_checkpoint(ckpt, model, optimizer, scheduler, state)
@@ -159,6 +161,7 @@ def run(
         _all_reduce(counts, world)
         supervised, tokens = max(int(counts[0]), 1), int(counts[1])
         if config.data_log:  # lineage: which records each rank trained on at each step
+            # (after the all-reduce: rank 0 has set up the run directory by then)
             ids = [rid for b in batches for row in b.record_ids for rid in row]
             with open(out / f"data-rank{rank}.jsonl", "a") as fh:
                 fh.write(json.dumps({"step": state["step"] + 1, "record_ids": ids}) + "\n")
@@ -380,6 +383,11 @@ def _append_metric(out: Path, row: dict) -> None:
 def _trim_metrics(path: Path, step: int) -> None:
     """On resume, forget metrics logged after the checkpoint (they will be logged again)."""
     if not path.is_file():
+        return
+    if step == 0:  # a fresh run
+        path.unlink()
+        for log in path.parent.glob("data-rank*.jsonl"):
+            log.unlink()
         return
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     kept = [r for r in rows if r["step"] <= step]

@@ -104,7 +104,7 @@ def test_gguf_file_gives_tokenizer_and_template(realdata):
     tok = load_tokenizer(str(GGUF))
     template = load_template(str(GGUF))
     chats = real_chats(realdata)[:3]
-    out = tokenize(render_template(from_dicts([{"messages": c} for c in chats]), template).records, tok)
+    out = tokenize(render_template(from_dicts([{"messages": c} for c in chats]), template).records, tok).records
     for chat, ids in zip(chats, out["input_ids"].to_list(), strict=True):
         assert ids == tok.tok.apply_chat_template(chat, tokenize=True, return_dict=True)["input_ids"]
     assert tok.info()["eos_id"] == tok.tok.eos_token_id
