@@ -93,6 +93,12 @@ def run_ours(texts: list[str], workers: int) -> set[tuple[int, int]]:
     return set(map(tuple, minhash.candidate_pairs(sigs, bands, rows).tolist()))
 
 
+def _default_workers_label(n: int) -> str:
+    if n < minhash.PARALLEL_MIN_DOCS:
+        return f"(c) sftdata.minhash, default workers (one process under {minhash.PARALLEL_MIN_DOCS:,} texts)"
+    return f"(c) sftdata.minhash, {minhash.default_workers()} workers"
+
+
 def verified(texts: list[str], pairs: set[tuple[int, int]]) -> set[tuple[int, int]]:
     """Ours with --verify: candidates kept only at exact Jaccard >= threshold."""
     sets = {}
@@ -116,7 +122,7 @@ def part_quality(limit: int | None, repeats: int) -> list[str]:
         "(a) datasketch update loop + MinHashLSH": lambda: run_update_loop(texts),
         "(b) datasketch MinHash.bulk + MinHashLSH": lambda: run_bulk(texts),
         "(c) sftdata.minhash, 1 worker": lambda: run_ours(texts, 1),
-        f"(c) sftdata.minhash, {minhash.default_workers()} workers": lambda: run_ours(texts, None),
+        _default_workers_label(len(texts)): lambda: run_ours(texts, None),
     }
     times: dict[str, list[float]] = {name: [] for name in runs}
     results: dict[str, set] = {}

@@ -322,6 +322,12 @@ def _by_content(text: str, messages: list[dict[str, Any]], candidates: list[int]
 
 
 def _content_end(text: str, content: str, start: int, end: int) -> int | None:
+    # An answer that opens the block is taken there: searching from the end would find a short
+    # answer such as "_" inside the block's own end-of-turn marker ("<|im_end|>").
+    for needle in (content, content.strip()):
+        if needle and text.startswith(needle, start) and start + len(needle) <= end:
+            return start + len(needle)
+    # Otherwise (thinking before the answer) the answer is the last occurrence in the block.
     for needle in (content, content.strip()):
         if needle:
             pos = text.rfind(needle, start, end)
@@ -335,7 +341,7 @@ def _spans_by_search(
 ) -> list[dict[str, Any]]:
     layout = _layout(template, _shape(messages))
     try:
-        return _spans_in_order(text, messages, layout.markers)
+        return _spans_in_order(text, messages, layout.markers, layout.literals)
     except TemplateError:
         # the template rewrites contents (e.g. Falcon folds blank lines): walk its literal text
         spans = _spans_between_literals(text, messages, layout)
@@ -345,13 +351,21 @@ def _spans_by_search(
 
 
 def _spans_in_order(
-    text: str, messages: list[dict[str, Any]], markers: dict[int, str]
+    text: str,
+    messages: list[dict[str, Any]],
+    markers: dict[int, str],
+    literals: tuple[str, ...] | None = None,
 ) -> list[dict[str, Any]]:
     spans = []
     cursor = 0
+    anchored = literals is not None and len(literals) == len(messages) + 1
     for i, m in enumerate(messages):
         content = m.get("content") or ""
-        found = _find_content(text, content, cursor)
+        # Where the template's own text before this turn ends, the content must begin: a short
+        # answer such as "_" would otherwise be "found" inside "<|im_end|>".
+        found = _content_at(text, content, cursor, literals[i]) if anchored else None
+        if found is None:
+            found = _find_content(text, content, cursor)
         if m.get("role") != "assistant":
             if found is not None:  # templates may drop or rewrite a system prompt: then skip it
                 cursor = found[1]
@@ -367,6 +381,17 @@ def _spans_in_order(
         spans.append(_span(start, end, content_end, i, m))
         cursor = end
     return spans
+
+
+def _content_at(text: str, content: str, cursor: int, before: str) -> tuple[int, int] | None:
+    """The content right after the literal text the template writes before it, if it is there."""
+    if not text.startswith(before, cursor):
+        return None
+    start = cursor + len(before)
+    for needle in (content, content.strip()):
+        if text.startswith(needle, start):
+            return start, start + len(needle)
+    return None
 
 
 def _find_content(text: str, content: str, cursor: int) -> tuple[int, int] | None:

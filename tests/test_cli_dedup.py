@@ -115,6 +115,12 @@ def test_dupes_and_output_must_differ(records_file, tmp_path):
     assert "--dupes and --output name the same file; give them different paths." in result.stderr
 
 
+def test_dupes_cannot_go_to_stdout(records_file):
+    result = run(str(records_file), "--dupes", "-")
+    assert result.exit_code == 2
+    assert "--dupes needs a file path; stdout carries the kept records." in result.stderr
+
+
 def test_unknown_keep_column_is_a_usage_error(records_file):
     result = run(str(records_file), "--keep", "quality")
     assert result.exit_code == 2

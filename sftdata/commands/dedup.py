@@ -77,6 +77,8 @@ def _check_flags(ctx: click.Context, mode: str, output: str, dupes: str | None) 
             raise click.UsageError(
                 f"{flags} only apply to near-duplicate detection; drop them or use --mode near or both."
             )
+    if dupes == STDIO:
+        raise click.UsageError("--dupes needs a file path; stdout carries the kept records.")
     if dupes and output != STDIO and Path(dupes).resolve() == Path(output).resolve():
         raise click.UsageError("--dupes and --output name the same file; give them different paths.")
 
