@@ -160,6 +160,10 @@ def generate(model_path, records, output, template_from, max_new_tokens, tempera
 def _quiet_transformers() -> None:
     from transformers.utils import logging
 
+    from .model import quiet_warnings
+
+    quiet_warnings()
+
     logging.disable_progress_bar()
     logging.set_verbosity_error()
 

@@ -256,5 +256,6 @@ def count_params(model: nn.Module) -> tuple[int, int]:
 
 
 def quiet_warnings() -> None:
-    for pattern in (".*is_gradient_checkpointing.*", ".*Paged optimizers.*", ".*use_cache.*"):
+    """Silence library deprecation chatter that says nothing about the user's run."""
+    for pattern in (".*checkpointing.*is deprecated.*", ".*Paged optimizers.*", ".*use_cache.*"):
         warnings.filterwarnings("ignore", message=pattern)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -12,6 +13,12 @@ import pytest
 from sfttrain_helpers import ROOT, make_tiny_model, task_records, train, write_shards
 
 from sfttrain.train import read_metrics
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def test_two_rank_gloo_run_matches_one_process(tmp_path):
@@ -22,7 +29,7 @@ def test_two_rank_gloo_run_matches_one_process(tmp_path):
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-           "--master_port", "29533", "-m", "sfttrain", "run", str(shards), "--model", str(tiny),
+           "--master_port", str(_free_port()), "-m", "sfttrain", "run", str(shards), "--model", str(tiny),
            "-o", str(out), "micro_batch=1", *common]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
