@@ -115,22 +115,28 @@ def open_source(path: str | os.PathLike | None, fmt: str | None = None) -> Sourc
     if path in (None, STDIO):
         if sys.stdin is None:
             return Source(name, fmt or "jsonl", None, b"")
-        stream = _stdin_bytes()
-        head = b""
-        while len(head) < SNIFF_BYTES:  # a pipe may hand over less than asked for
-            more = stream.read(SNIFF_BYTES - len(head))
-            if not more:
-                break
-            head += more.encode("utf-8") if isinstance(more, str) else more
-        return Source(name, fmt or sniff_format(None, head), None, head, stream)
+        return _stream_source(name, _stdin_bytes(), fmt, None)
     p = Path(path)
     if not p.exists():
         raise UsageProblem(f"{name}: no such file")
     if p.is_dir():
         raise UsageProblem(f"{name}: is a directory, expected a file")
+    if not p.is_file():
+        # a pipe given by name (`<(cmd)`, a FIFO): it can be read once only, like stdin
+        return _stream_source(name, open(p, "rb"), fmt, p)
     with open(p, "rb") as fh:
         head = fh.read(SNIFF_BYTES)
     return Source(name, fmt or sniff_format(p, head), p)
+
+
+def _stream_source(name: str, stream: IO[bytes], fmt: str | None, path: Path | None) -> Source:
+    head = b""
+    while len(head) < SNIFF_BYTES:  # a pipe may hand over less than asked for
+        more = stream.read(SNIFF_BYTES - len(head))
+        if not more:
+            break
+        head += more.encode("utf-8") if isinstance(more, str) else more
+    return Source(name, fmt or sniff_format(path, head), None, head, stream)
 
 
 def _stdin_bytes() -> IO[bytes]:

@@ -38,3 +38,17 @@ def test_arrow_ipc_file_input(tmp_path):
     path = tmp_path / "r.arrow"
     pl.DataFrame({"id": ["a"], "messages": [[{"role": "user", "content": "x"}]]}).write_ipc(path)
     assert read_records(path)["id"].to_list() == ["a"]
+
+
+def test_named_pipe_input_is_read_once_like_stdin(tmp_path):
+    import os
+    import threading
+
+    fifo = tmp_path / "records.fifo"
+    os.mkfifo(fifo)
+    line = '{"id":"a","messages":[{"role":"user","content":"hi"}]}\n'
+    writer = threading.Thread(target=lambda: fifo.write_text(line * 3))
+    writer.start()
+    df = read_records(fifo)
+    writer.join()
+    assert df["id"].to_list() == ["a", "a", "a"]
