@@ -442,7 +442,11 @@ def _layout_cached(
         except TemplateError:
             cut = ""
         after_cut = _after_sentinel(cut, i, i + 1)
-        markers[i] = _marker(after_full, after_cut)
+        marker = _marker(after_full, after_cut)
+        # Whitespace after the end-of-turn token is layout, not answer (ChatML's "\n" after
+        # <|im_end|>): training it teaches nothing, and the trained turn must end on the token
+        # itself, as TRL's {% generation %} templates mark it. A marker of whitespace alone stays.
+        markers[i] = marker.rstrip() or marker
     parts = re.split(r"SFTDATASENTINEL(\d+)X", full)
     order = [int(x) for x in parts[1::2]]
     literals = tuple(parts[0::2]) if order == list(range(len(shape))) else None
