@@ -125,6 +125,13 @@ def open_source(path: str | os.PathLike | None, fmt: str | None = None) -> Sourc
         # a pipe given by name (`<(cmd)`, a FIFO): it can be read once only, like stdin
         return _stream_source(name, open(p, "rb"), fmt, p)
     with open(p, "rb") as fh:
+        gzipped = fh.read(2) == b"\x1f\x8b"
+    if gzipped:  # HumanEval.jsonl.gz and friends: decompressed as a stream, sniffed without .gz
+        import gzip
+
+        inner = p.with_suffix("") if p.suffix.lower() == ".gz" else p
+        return _stream_source(name, gzip.open(p, "rb"), fmt, inner)
+    with open(p, "rb") as fh:
         head = fh.read(SNIFF_BYTES)
     return Source(name, fmt or sniff_format(p, head), p)
 

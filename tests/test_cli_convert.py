@@ -113,7 +113,7 @@ def test_unrecognized_file_is_refused_with_the_reason():
         f"Error: {RAW / 'bad_tokenized.json'}, line 1: cannot tell the source format: already "
         "tokenized data (keys: input_ids, attention_mask, labels), not conversations. Fix: force "
         "a format with --from (canonical, openai, alpaca, sharegpt, oasst, prompt-completion, "
-        "classification, conll, text, prompts) or rename columns with --map TARGET=COLUMN\n")
+        "classification, conll, text, prompts, benchmark) or rename columns with --map TARGET=COLUMN\n")
 
 
 @pytest.mark.parametrize(

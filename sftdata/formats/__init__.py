@@ -12,6 +12,7 @@ from typing import Any
 
 from . import (
     alpaca,
+    benchmarks,
     classification,
     conll,
     oasst,
@@ -34,11 +35,12 @@ FORMATS: dict[str, ModuleType] = {
     "conll": conll,
     "text": text,
     "prompts": prompts,
+    "benchmark": benchmarks,
 }
 # More specific shapes first: a classification row also has `text`, an alpaca row may too.
 DETECTION_ORDER = (
     "openai", "sharegpt", "alpaca", "oasst", "prompt-completion", "conll", "classification",
-    "text", "prompts",
+    "text", "prompts", "benchmark",
 )
 
 __all__ = ["FORMATS", "DETECTION_ORDER", "Options", "RowProblem", "detect", "explain_unknown"]

@@ -1,0 +1,112 @@
+"""Benchmark test sets in their own shapes, so they can go through `convert` into `leakcheck`
+and `gold`: GSM8K, MMLU, TruthfulQA, HumanEval, MT-Bench / Vicuna-bench questions.
+
+| shape | keys | record |
+| --- | --- | --- |
+| GSM8K | question, answer | user question, assistant answer; task qa |
+| MMLU | question, choice0..3 (or A..D), answer | question with lettered choices, answer letter + text; label = letter |
+| TruthfulQA | Question, Best Answer | user question, assistant best answer; task qa |
+| HumanEval | task_id, prompt, canonical_solution | user prompt, assistant solution; id = task_id; task completion |
+| MT-Bench | question_id, turns | one user message per turn, no answer (prompts for generation) |
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._base import Options, RowProblem, make_message, others, record, require, require_str
+
+NAME = "benchmark"
+LETTERS = "ABCD"
+
+
+def kind(row: dict[str, Any]) -> str | None:
+    keys = set(row)
+    if {"task_id", "prompt", "canonical_solution"} <= keys:
+        return "humaneval"
+    if {"Question", "Best Answer"} <= keys:
+        return "truthfulqa"
+    if {"question_id", "turns"} <= keys:
+        return "mtbench"
+    if "question" in keys and "answer" in keys:
+        if {"choice0", "choice1"} <= keys or {"A", "B"} <= keys:
+            return "mmlu"
+        return "gsm8k"
+    return None
+
+
+def matches(row: dict[str, Any]) -> bool:
+    return kind(row) is not None
+
+
+def to_records(row: dict[str, Any], opts: Options) -> list[dict[str, Any]]:
+    shape = kind(row)
+    if shape is None:
+        raise RowProblem(None, "not a known benchmark shape (GSM8K, MMLU, TruthfulQA, "
+                         "HumanEval, MT-Bench)", "force another format with --from")
+    return [_BUILDERS[shape](row, opts)]
+
+
+def _gsm8k(row: dict[str, Any], opts: Options) -> dict[str, Any]:
+    messages = [
+        make_message("user", require_str(row, "question", NAME), "question"),
+        make_message("assistant", require_str(row, "answer", NAME), "answer"),
+    ]
+    return record(messages, opts, id=row.get("id"), task="qa",
+                  extras=others(row, ("id", "question", "answer")))
+
+
+def _mmlu(row: dict[str, Any], opts: Options) -> dict[str, Any]:
+    keys = [f"choice{i}" for i in range(4)] if "choice0" in row else list(LETTERS)
+    choices = [require_str(row, k, NAME) for k in keys if k in row]
+    answer = str(require(row, "answer", NAME)).strip()
+    letter = LETTERS[int(answer)] if answer.isdigit() and int(answer) < len(choices) else answer
+    if letter not in LETTERS[: len(choices)]:
+        raise RowProblem("answer", f"{answer!r} is neither a choice index nor a letter",
+                         "use 0-3 or A-D")
+    question = require_str(row, "question", NAME)
+    listing = "\n".join(f"{LETTERS[i]}. {c}" for i, c in enumerate(choices))
+    answer_text = f"{letter}. {choices[LETTERS.index(letter)]}"
+    messages = [
+        make_message("user", f"{question}\n{listing}", "question"),
+        make_message("assistant", answer_text, "answer"),
+    ]
+    return record(messages, opts, id=row.get("id"), task="classification", label=letter,
+                  extras=others(row, ("id", "question", "answer", *keys)))
+
+
+def _truthfulqa(row: dict[str, Any], opts: Options) -> dict[str, Any]:
+    messages = [
+        make_message("user", require_str(row, "Question", NAME), "Question"),
+        make_message("assistant", require_str(row, "Best Answer", NAME), "Best Answer"),
+    ]
+    return record(messages, opts, task="qa", label=row.get("Category"),
+                  extras=others(row, ("Question", "Best Answer")))
+
+
+def _humaneval(row: dict[str, Any], opts: Options) -> dict[str, Any]:
+    messages = [
+        make_message("user", require_str(row, "prompt", NAME), "prompt"),
+        make_message("assistant", require_str(row, "canonical_solution", NAME),
+                     "canonical_solution"),
+    ]
+    return record(messages, opts, id=row["task_id"], task="completion",
+                  extras=others(row, ("task_id", "prompt", "canonical_solution")))
+
+
+def _mtbench(row: dict[str, Any], opts: Options) -> dict[str, Any]:
+    turns = require(row, "turns", NAME)
+    if not isinstance(turns, list) or not turns or not all(isinstance(t, str) for t in turns):
+        raise RowProblem("turns", "must be a non-empty list of strings", "fix the row")
+    messages = [make_message("user", t, f"turns[{i}]") for i, t in enumerate(turns)]
+    return record(messages, opts, id=f"q{row['question_id']}", task="chat",
+                  label=row.get("category"), extras=others(row, ("question_id", "turns")))
+
+
+_BUILDERS = {
+    "gsm8k": _gsm8k,
+    "mmlu": _mmlu,
+    "truthfulqa": _truthfulqa,
+    "humaneval": _humaneval,
+    "mtbench": _mtbench,
+}

@@ -1,0 +1,81 @@
+"""Benchmark test sets convert in their own shapes (GSM8K, MMLU, TruthfulQA, HumanEval, MT-Bench)."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from sftdata.cli import cli
+from sftdata.formats import detect
+from sftdata.formats._base import Options
+from sftdata.formats.benchmarks import to_records
+
+
+def _convert(path):
+    result = CliRunner().invoke(cli, ["convert", str(path)])
+    assert result.exit_code == 0, result.output
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def test_mmlu_row_lists_choices_and_answers_with_the_letter():
+    row = {"question": "2+2?", "choice0": "3", "choice1": "4", "choice2": "5", "choice3": "6", "answer": "1"}
+    assert detect(row) == "benchmark"
+    (rec,) = to_records(row, Options())
+    assert rec["messages"][0]["content"] == "2+2?\nA. 3\nB. 4\nC. 5\nD. 6"
+    assert rec["messages"][1]["content"] == "B. 4"
+    assert (rec["label"], rec["task"]) == ("B", "classification")
+
+
+def test_gsm8k_truthfulqa_humaneval_mtbench_shapes():
+    opts = Options()
+    gsm = to_records({"question": "q?", "answer": "a #### 4"}, opts)[0]
+    assert [m["role"] for m in gsm["messages"]] == ["user", "assistant"] and gsm["task"] == "qa"
+    tqa = to_records({"Question": "Who?", "Best Answer": "Me", "Category": "Misc"}, opts)[0]
+    assert tqa["messages"][1]["content"] == "Me" and tqa["label"] == "Misc"
+    he = to_records({"task_id": "HumanEval/1", "prompt": "def f():", "canonical_solution": " pass",
+                     "test": "", "entry_point": "f"}, opts)[0]
+    assert he["id"] == "HumanEval/1" and json.loads(he["meta"])["entry_point"] == "f"
+    mt = to_records({"question_id": 81, "category": "writing", "turns": ["a", "b"]}, opts)[0]
+    assert mt["id"] == "q81" and [m["role"] for m in mt["messages"]] == ["user", "user"]
+
+
+def test_bad_mmlu_answer_names_the_field(tmp_path):
+    path = tmp_path / "mmlu.csv"
+    path.write_text("question,choice0,choice1,answer\nq,a,b,7\n")
+    result = CliRunner().invoke(cli, ["convert", str(path)])
+    assert result.exit_code == 1
+    assert "field 'answer'" in result.output and "use 0-3 or A-D" in result.output
+
+
+def test_gzipped_jsonl_is_read(tmp_path):
+    path = tmp_path / "HumanEval.jsonl.gz"
+    rows = [{"task_id": f"H/{i}", "prompt": "p", "canonical_solution": f"s{i}"} for i in range(3)]
+    path.write_bytes(gzip.compress("".join(json.dumps(r) + "\n" for r in rows).encode()))
+    assert [r["id"] for r in _convert(path)] == ["H/0", "H/1", "H/2"]
+
+
+@pytest.mark.parametrize(
+    "rel, count",
+    [
+        ("gsm8k/test.jsonl", 1319),
+        ("truthfulqa/TruthfulQA.csv", 817 - 4),
+        ("humaneval/HumanEval.jsonl.gz", 164),
+        ("mt_bench/question.jsonl", 80),
+        ("vicuna_bench/question.jsonl", 80),
+    ],
+)
+def test_real_benchmarks_convert_with_detection(realdata, rel, count):
+    assert len(_convert(realdata / "benchmarks" / rel)) == count
+
+
+def test_real_mmlu_counts_match_the_csv(realdata):
+    path = realdata / "benchmarks/mmlu/test/anatomy_test.csv"
+    with open(path, newline="") as fh:
+        expected = sum(1 for _ in csv.DictReader(fh))
+    records = _convert(path)
+    assert len(records) == expected
+    assert {r["label"] for r in records} <= set("ABCD")
