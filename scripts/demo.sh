@@ -4,12 +4,12 @@
 #   -> pack -> inspect -> sfttrain plan -> generate (before) -> sfttrain run -> generate (after)
 #   -> gold score, before and after training.
 # Run through `make demo`, which sets up the venv first. Outputs land in demo_out/.
-# DEMO_STEPS (default 60) sets the number of optimizer steps of the training run.
+# DEMO_STEPS (default 30) sets the number of optimizer steps of the training run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 OUT=$ROOT/demo_out
-STEPS=${DEMO_STEPS:-60}
+STEPS=${DEMO_STEPS:-30}
 rm -rf "$OUT"
 mkdir -p "$OUT"
 cd "$OUT"
@@ -63,14 +63,15 @@ sfttrain generate "$GGUF" --template shards/ --records gold.parquet --max-new-to
 sftdata gold score gold.parquet preds_before.jsonl --report score_before.json || true
 
 step "9. QLoRA fine-tune on the CPU ($STEPS steps), then score again"
-sfttrain run shards/ --model "$GGUF" -o runs/demo max_steps="$STEPS"
+sfttrain run shards/ --model "$GGUF" -o runs/demo max_steps="$STEPS" lr=1e-3 eval_every=10
 sfttrain generate runs/demo --records gold.parquet --max-new-tokens 8 -o preds_after.jsonl
 sftdata gold score gold.parquet preds_after.jsonl --report score_after.json --show-worst 3
 
 step "done: see demo_out/ (loss curve runs/demo/loss.png, lengths.png, reports *.json)"
 "$ROOT/.venv/bin/python" - <<'PY'
 import json
-before = json.load(open("score_before.json"))
-after = json.load(open("score_after.json"))
-print(json.dumps({"before": before.get("metrics", before), "after": after.get("metrics", after)}, indent=1)[:2000])
+for when in ("before", "after"):
+    tasks = json.load(open(f"score_{when}.json"))["tasks"]
+    scores = {task: result["metrics"] for task, result in tasks.items()}
+    print(f"gold set {when} training: {json.dumps(scores)}")
 PY
