@@ -10,7 +10,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-# public name -> module that defines it
+# public name -> module that defines it ("module:attribute" when the names differ)
 _EXPORTS = {
     "read_records": "sftdata.io",
     "write_table": "sftdata.io",
@@ -25,6 +25,9 @@ _EXPORTS = {
     "render_template": "sftdata.ops.render_template",
     "tokenize": "sftdata.ops.tokenize",
     "pack": "sftdata.ops.pack",
+    "gold_freeze": "sftdata.ops.gold:freeze",
+    "gold_verify": "sftdata.ops.gold:verify",
+    "gold_score": "sftdata.ops.gold:score",
 }
 
 
@@ -32,7 +35,8 @@ def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'sftdata' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+    module, _, attr = module.partition(":")
+    return getattr(importlib.import_module(module), attr or name)
 
 
 __all__ = sorted(_EXPORTS)

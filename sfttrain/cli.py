@@ -140,7 +140,7 @@ def generate(model_path, records, output, template_from, max_new_tokens, tempera
 
     \b
     Example:
-      sfttrain generate runs/a --records gold.jsonl --max-new-tokens 64 > preds.jsonl && sftdata gold score preds.jsonl
+      sfttrain generate runs/a --records gold.jsonl --max-new-tokens 64 > preds.jsonl && sftdata gold score gold.jsonl preds.jsonl
     """
     from .generate import Decoding, generate_file
 

@@ -59,3 +59,10 @@ def test_json_schema_file_is_current():
     if not path.exists():
         pytest.skip("schemas/record.schema.json not written yet")
     assert json.loads(path.read_text()) == schema.json_schema()
+
+
+def test_every_public_function_resolves():
+    import sftdata
+
+    for name in sftdata.__all__:
+        assert getattr(sftdata, name) is not None, name
