@@ -354,13 +354,6 @@ def _read_ndjson_chunk(
         return pl.read_ndjson(io.BytesIO(chunk), schema_overrides=overrides, infer_schema_length=None)
     except Exception:
         pass
-    if overrides:
-        # Polars refuses overrides for keys the chunk lacks (a record without `source`, say):
-        # read it plainly and let the caller cast.
-        try:
-            return pl.read_ndjson(io.BytesIO(chunk), infer_schema_length=None)
-        except Exception:
-            pass
     # Polars' error does not say which line; find it ourselves
     raise locate_bad_line(chunk, first_line, name) from None
 
@@ -554,27 +547,37 @@ def iter_conll_rows(source: Source) -> Iterator[RawRow]:
 
 def read_records(path: str | os.PathLike | None, fmt: str | None = None) -> pl.DataFrame:
     """Canonical records from any format, cast to the record schema (extra columns kept)."""
-    from .schema import RECORD_SCHEMA, conform
+    from .schema import empty_frame
 
     source = open_source(path, fmt)
-    overrides = {k: v for k, v in RECORD_SCHEMA.items()}
-    df = read_table(source, schema_overrides=overrides if source.fmt in ("jsonl", "json") else None)
-    if df.width == 0:
-        from .schema import empty_frame
+    if source.fmt == "jsonl":
+        # Each batch is cast to the record schema before they are joined: batches infer their
+        # own types (a batch without a `weight` anywhere has no such message field).
+        frames = [
+            _conformed(frame, source.name)
+            for _, frame in iter_jsonl_frames(source, batch_bytes=BATCH_BYTES)
+            if frame.width
+        ]
+        return pl.concat(frames, how="diagonal_relaxed") if frames else empty_frame()
+    df = read_table(source)
+    return _conformed(df, source.name) if df.width else empty_frame()
 
-        return empty_frame()
+
+def _conformed(df: pl.DataFrame, name: str) -> pl.DataFrame:
+    from .schema import conform
+
     missing = [c for c in ("id", "messages") if c not in df.columns]
     if missing:
         raise DataError(
             f"not a record table: missing column(s) {', '.join(missing)}",
-            file=source.name,
+            file=name,
             fix="run it through `sftdata convert` first",
         )
     try:
         return conform(df)
     except (TypeError, pl.exceptions.PolarsError) as exc:
         raise DataError(
-            f"columns do not match the record schema ({exc})", file=source.name,
+            f"columns do not match the record schema ({exc})", file=name,
             fix="run it through `sftdata convert` first",
         ) from None
 

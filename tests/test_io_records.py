@@ -52,3 +52,19 @@ def test_named_pipe_input_is_read_once_like_stdin(tmp_path):
     df = read_records(fifo)
     writer.join()
     assert df["id"].to_list() == ["a", "a", "a"]
+
+
+def test_batches_with_different_inferred_types_are_joined(tmp_path, monkeypatch):
+    import json
+
+    import sftdata.io
+
+    monkeypatch.setattr(sftdata.io, "BATCH_BYTES", 4096)  # many batches
+    rows = [{"id": str(i), "messages": [{"role": "user", "content": "x" * 50}]} for i in range(500)]
+    rows.append({"id": "w", "messages": [{"role": "user", "content": "y", "weight": 0.5}], "label": 1})
+    path = tmp_path / "r.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    df = read_records(path)
+    assert df.height == 501
+    assert df["messages"][500][0]["weight"] == 0.5
+    assert df["label"].to_list()[-2:] == [None, "1"]
