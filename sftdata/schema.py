@@ -75,16 +75,6 @@ def content_id(messages: list[dict[str, Any]]) -> str:
     return hashlib.sha256(canon.encode("utf-8")).hexdigest()[:16]
 
 
-def content_id_expr(messages: str = "messages") -> pl.Expr:
-    """The vectorized twin of :func:`content_id`, for large frames.
-
-    Gives exactly the same id as content_id: the same canonical JSON is built and hashed.
-    """
-    return pl.col(messages).map_elements(
-        lambda ms: content_id(list(ms)), return_dtype=pl.String
-    )
-
-
 def from_dicts(rows: list[dict[str, Any]]) -> pl.DataFrame:
     """Records from Python dicts; missing columns and message fields become null."""
     fixed = []

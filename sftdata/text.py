@@ -62,10 +62,3 @@ def view_expr(on: str = "conversation") -> pl.Expr:
             wanted = ~wanted
         body = pl.col("messages").list.eval(m.field("content").fill_null("").filter(wanted))
     return body.list.join("\n")
-
-
-def normalize_expr(expr: pl.Expr, *, strip_punctuation: bool = False) -> pl.Expr:
-    """Vectorized :func:`normalize` (NFKC has no Polars kernel, so it runs per value)."""
-    return expr.map_elements(
-        lambda s: normalize(s, strip_punctuation=strip_punctuation), return_dtype=pl.String
-    )

@@ -29,11 +29,13 @@ def test_content_id_depends_on_roles_and_contents_only():
     assert len(content_id(a)) == 16
 
 
-def test_content_id_expr_matches_python_function():
-    rows = [{"messages": [{"role": "user", "content": f"q{i} ünï"}, {"role": "assistant", "content": "a"}]}
+def test_vectorized_content_ids_match_python_function():
+    from sftdata.formats._fast import content_ids
+
+    rows = [{"messages": [{"role": "user", "content": f"q{i} ünï \"x\"\n"}, {"role": "assistant", "content": "a"}]}
             for i in range(5)]
     df = from_dicts(rows)
-    got = df.select(schema.content_id_expr()).to_series().to_list()
+    got = content_ids(df["messages"]).to_list()
     assert got == [content_id(r["messages"]) for r in rows]
 
 
