@@ -55,6 +55,13 @@ def rejects_option(f: F) -> F:
     )(f)
 
 
+def report_option(help: str) -> Callable[[F], F]:
+    """`--report FILE`: the command's report as JSON (stored as `report_path`)."""
+    return click.option(
+        "--report", "report_path", type=click.Path(dir_okay=False), default=None, help=help
+    )
+
+
 def say(message: str) -> None:
     """Progress, counts and warnings go to stderr; stdout carries data only."""
     click.echo(message, err=True)

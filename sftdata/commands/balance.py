@@ -10,6 +10,7 @@ from ._common import (
     output_options,
     parse_key_values,
     rejects_option,
+    report_option,
     say,
     seed_option,
 )
@@ -42,13 +43,7 @@ from ._common import (
     help="downsample (default) never copies; upsample copies records of short classes.",
 )
 @click.option("--total", type=int, default=None, help="Output size (with --target, --mix or --temperature).")
-@click.option(
-    "--report",
-    "report_path",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="Write the before/after distribution here as JSON.",
-)
+@report_option(help="Write the before/after distribution here as JSON.")
 @output_options
 @seed_option
 @rejects_option

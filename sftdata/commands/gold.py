@@ -21,6 +21,7 @@ from ._common import (
     input_argument,
     output_options,
     parse_key_values,
+    report_option,
     say,
     seed_option,
     warn,
@@ -115,8 +116,7 @@ def _display(path: str) -> str:
 @click.option("--ngram", type=int, default=13, show_default=True,
               help="N-gram size for the near-duplicate check (leakcheck).")
 @click.option("--exact-only", is_flag=True, help="Skip the near-duplicate check.")
-@click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None,
-              help="Write the findings here as JSON.")
+@report_option(help="Write the findings here as JSON.")
 @handle_errors
 def verify(gold_path, against, lock_path, ngram, exact_only, report_path):
     """Check the gold set still matches its lock and that no training file contains it.
@@ -230,8 +230,7 @@ def _verify_report(gold_path, lock_file, result, trains) -> dict[str, Any]:
               help="List the K lowest-scoring examples.")
 @click.option("--allow-missing", is_flag=True,
               help="Score even when predictions are missing (as empty answers) or unknown (ignored).")
-@click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None,
-              help="Write metrics, baselines, worst examples and gates here as JSON.")
+@report_option(help="Write metrics, baselines, worst examples and gates here as JSON.")
 @handle_errors
 def score(gold_path, predictions_path, task, scorer, gates, show_worst, allow_missing, report_path):
     """Score predictions against a gold set with task-matched metrics and baselines.

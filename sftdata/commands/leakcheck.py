@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from ..errors import CheckFailed, UsageProblem
-from ._common import handle_errors, output_options, rejects_option, say
+from ._common import handle_errors, output_options, rejects_option, report_option, say
 
 SPLIT_REFERENCES = ("val", "test", "gold")
 SPLIT_SUFFIXES = (".parquet", ".arrow", ".jsonl")
@@ -40,8 +40,7 @@ SHOWN = 5  # contaminated records named on stderr; the rest are in --report
 @click.option("--num-perm", type=int, default=128, show_default=True,
               help="MinHash permutations.")
 @click.option("--no-near", is_flag=True, help="Skip the MinHash near-duplicate evidence.")
-@click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None,
-              help="Write every match with its evidence as JSON here.")
+@report_option(help="Write every match with its evidence as JSON here.")
 @click.option("--drop", is_flag=True,
               help="Write the training records without the contaminated ones to the output.")
 @click.option("--strict", is_flag=True,

@@ -13,6 +13,7 @@ from ._common import (
     output_options,
     parse_key_values,
     rejects_option,
+    report_option,
     say,
     seed_option,
     warn,
@@ -37,8 +38,7 @@ _EXTENSION = {"parquet": "parquet", "jsonl": "jsonl", "arrow": "arrow"}
     default=None,
     help="Column whose equal values stay in one split (default: `group` when it has values).",
 )
-@click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None,
-              help="Write the per-split report here as JSON.")
+@report_option(help="Write the per-split report here as JSON.")
 @output_options
 @seed_option
 @rejects_option

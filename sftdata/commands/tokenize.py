@@ -5,7 +5,15 @@ from __future__ import annotations
 import click
 
 from ..io import read_records, write_json, write_table
-from ._common import handle_errors, input_argument, output_options, rejects_option, say, warn
+from ._common import (
+    handle_errors,
+    input_argument,
+    output_options,
+    rejects_option,
+    report_option,
+    say,
+    warn,
+)
 
 
 @click.command("tokenize")
@@ -38,8 +46,7 @@ from ._common import handle_errors, input_argument, output_options, rejects_opti
     "--truncation", type=click.Choice(["right", "left", "drop", "fail"]), default=None,
     help="Rows over --max-len: keep the start (right, default), keep the end (left), drop, fail.",
 )
-@click.option("--report", "report_path", type=click.Path(dir_okay=False), default=None,
-              help="Write the truncation and length report here as JSON.")
+@report_option(help="Write the truncation and length report here as JSON.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
               help="Write a histogram of tokens per record here as PNG.")
 @output_options

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ..errors import CheckFailed
-from ._common import handle_errors, input_argument, say
+from ._common import handle_errors, input_argument, report_option, say
 
 SHOWN_IDS = 5
 
@@ -18,14 +18,9 @@ SHOWN_IDS = 5
     show_default=True,
     help="Suite: records, tokenized, or a path to your own JSON suite (docs/contracts.md).",
 )
-@click.option(
-    "--report",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="Also write every result, with offending ids, as JSON here.",
-)
+@report_option(help="Also write every result, with offending ids, as JSON here.")
 @handle_errors
-def validate(input_path: str, suite: str, report: str | None) -> None:
+def validate(input_path: str, suite: str, report_path: str | None) -> None:
     """Check records against a data contract (Great Expectations suite).
 
     \b
@@ -39,8 +34,8 @@ def validate(input_path: str, suite: str, report: str | None) -> None:
     loaded = load_suite(suite)  # a bad --suite is reported before the input is read
     df = read_records(input_path)
     result = run_validate(df, loaded)
-    if report:
-        write_json(result.to_dict(), report)
+    if report_path:
+        write_json(result.to_dict(), report_path)
     name = display_name(input_path)
     total, failed = len(result.outcomes), len(result.failed)
     say(
