@@ -52,9 +52,9 @@ AutoTokenizer.from_pretrained(os.path.dirname(gguf), gguf_file=os.path.basename(
 PY
 { sftdata convert splits/train.parquet; sftdata convert splits/val.parquet; } \
   | sftdata render-template -t tok \
-  | sftdata tokenize -t tok --max-len 256 --plot lengths.png --report tokenize.json \
-  | sftdata pack --seq-len 512 -o shards/
-sftdata validate --suite tokenized <(sftdata render-template -t tok splits/val.parquet | sftdata tokenize -t tok)
+  | sftdata tokenize -t tok --max-len 256 --plot lengths.png --report tokenize.json -o tokens.parquet
+sftdata validate --suite tokenized tokens.parquet
+sftdata pack tokens.parquet --seq-len 512 -o shards/
 sftdata inspect shards/ --index 0 --tokenizer tok | head -n 20
 
 step "8. plan memory, then measure the base model on the gold set"
