@@ -43,12 +43,33 @@ def test_gsm8k_truthfulqa_humaneval_mtbench_shapes():
     assert mt["id"] == "q81" and [m["role"] for m in mt["messages"]] == ["user", "user"]
 
 
-def test_bad_mmlu_answer_names_the_field(tmp_path):
+def test_bad_mmlu_answer_exact_error_and_exit_code(tmp_path):
     path = tmp_path / "mmlu.csv"
     path.write_text("question,choice0,choice1,answer\nq,a,b,7\n")
     result = CliRunner().invoke(cli, ["convert", str(path)])
     assert result.exit_code == 1
-    assert "field 'answer'" in result.output and "use 0-3 or A-D" in result.output
+    assert result.stderr == (
+        f"Error: {path}, row 1: field 'answer': '7' is neither a choice index nor a letter. "
+        "Fix: use 0-1 or A-B\n"
+    )
+
+
+def test_empty_mtbench_turns_exact_error_then_rejected_with_reason(tmp_path):
+    path = tmp_path / "q.jsonl"
+    path.write_text('{"question_id": 1, "turns": []}\n{"question_id": 2, "turns": ["hi"]}\n')
+    result = CliRunner().invoke(cli, ["convert", str(path)])
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"Error: {path}, line 1: field 'turns': must be a non-empty list of strings. "
+        'Fix: give the questions as strings, e.g. "turns": ["first question"]\n'
+    )
+    rejects = tmp_path / "rejects.jsonl"
+    result = CliRunner().invoke(cli, ["convert", str(path), "--rejects", str(rejects)])
+    assert result.exit_code == 0
+    assert [json.loads(x)["id"] for x in result.stdout.splitlines()] == ["q2"]
+    (reject,) = [json.loads(x) for x in rejects.read_text().splitlines()]
+    assert reject["line"] == 1 and "turns" in reject["reason"]
+    assert "2 rows in = 1 records out + 1 rejected" in result.stderr
 
 
 def test_gzipped_jsonl_is_read(tmp_path):

@@ -63,7 +63,7 @@ def _mmlu(row: dict[str, Any], opts: Options) -> dict[str, Any]:
     letter = LETTERS[int(answer)] if answer.isdigit() and int(answer) < len(choices) else answer
     if letter not in LETTERS[: len(choices)]:
         raise RowProblem("answer", f"{answer!r} is neither a choice index nor a letter",
-                         "use 0-3 or A-D")
+                         f"use 0-{len(choices) - 1} or A-{LETTERS[len(choices) - 1]}")
     question = require_str(row, "question", NAME)
     listing = "\n".join(f"{LETTERS[i]}. {c}" for i, c in enumerate(choices))
     answer_text = f"{letter}. {choices[LETTERS.index(letter)]}"
@@ -97,7 +97,8 @@ def _humaneval(row: dict[str, Any], opts: Options) -> dict[str, Any]:
 def _mtbench(row: dict[str, Any], opts: Options) -> dict[str, Any]:
     turns = require(row, "turns", NAME)
     if not isinstance(turns, list) or not turns or not all(isinstance(t, str) for t in turns):
-        raise RowProblem("turns", "must be a non-empty list of strings", "fix the row")
+        raise RowProblem("turns", "must be a non-empty list of strings",
+                         'give the questions as strings, e.g. "turns": ["first question"]')
     messages = [make_message("user", t, f"turns[{i}]") for i, t in enumerate(turns)]
     return record(messages, opts, id=f"q{row['question_id']}", task="chat",
                   label=row.get("category"), extras=others(row, ("question_id", "turns")))
