@@ -75,6 +75,8 @@ BAD = {
                       "it with --roles NAME=ROLE",
     "bad_empty_assistant.jsonl": "line 2: field 'messages[1].content': empty assistant turn. "
                                  "Fix: fill in the answer or drop the row (--rejects FILE skips it)",
+    # a number where text belongs; Polars would read it as the string "7" (see jsonl_arrow)
+    "bad_type.jsonl": "line 2: field 'input': must be a string, got int. Fix: make it a string",
     "bad_utf8.jsonl": "line 2: invalid UTF-8 at byte 20. "
                       "Fix: re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)",
 }

@@ -230,27 +230,3 @@ def test_stdin_source_is_streamed_after_the_sniffed_head(monkeypatch):
 )
 def test_sniff_stdin_objects(head, fmt):
     assert sniff_format(None, head[:4096]) == fmt
-
-
-@pytest.mark.parametrize(
-    "late",
-    [
-        b'{"a": "x", "late": "kept"}\n',  # a key first seen after Polars' 100-row inference
-        b'{"a": "x", "late": null}\n',  # an explicit null
-        b'{"a": "say \\":\\" here", "late": "kept"}\n',  # an escaped quote before a colon
-        b'{"a" : "x", "late": "kept"}\n',  # spaces before the colon
-    ],
-)
-def test_jsonl_frames_keep_keys_first_seen_late(late):
-    from sftdata.io import _read_jsonl_frame
-
-    chunk = b'{"a": "x"}\n' * 150 + late
-    frame = _read_jsonl_frame(chunk)
-    assert frame.columns == ["a", "late"] and frame.height == 151
-
-
-def test_jsonl_frame_reads_escapes():
-    from sftdata.io import _read_jsonl_frame
-
-    frame = _read_jsonl_frame(b'{"a": "x:\\"y", "b": "\\u00e9"}\n' * 3)
-    assert frame.to_dicts() == [{"a": 'x:"y', "b": "é"}] * 3

@@ -39,6 +39,17 @@ def test_vectorized_content_ids_match_python_function():
     assert got == [content_id(r["messages"]) for r in rows]
 
 
+@pytest.mark.parametrize("backend", ["_plugin_sha_ids", "_hashlib_sha_ids"])
+def test_both_sha_backends_give_content_id_digests(backend):
+    import hashlib
+
+    from sftdata.formats import _fast
+
+    texts = ["", "ascii", "ünïcödé \"q\"\n", "😀" * 300, "x" * 100_000]
+    got = getattr(_fast, backend)(pl.Series(texts)).to_list()
+    assert got == [hashlib.sha256(t.encode()).hexdigest()[:16] for t in texts]
+
+
 def test_conform_orders_columns_keeps_extras_and_adds_missing_message_fields():
     df = pl.DataFrame({
         "extra": [1],
