@@ -6,8 +6,6 @@ assistant message holding the text: the whole text is trained, and templates ren
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Any
 
 import polars as pl
@@ -66,13 +64,31 @@ def message(role: str, content: str, **extra: Any) -> dict[str, Any]:
 
 
 def content_id(messages: list[dict[str, Any]]) -> str:
-    """Stable id from the conversation's roles and contents (other fields do not change it)."""
-    canon = json.dumps(
-        [[m.get("role"), m.get("content")] for m in messages],
-        ensure_ascii=False,
-        separators=(",", ":"),
-    )
-    return hashlib.sha256(canon.encode("utf-8")).hexdigest()[:16]
+    """Stable id from the conversation's roles and contents (other fields do not change it).
+
+    16 hex digits of XXH3-64 (a specified, seed-0, version-stable hash) over the conversation in
+    a length-prefixed form: per message ``role NUL byte-length NUL content`` (``-`` as the length
+    of a null content). The length prefix makes the form unambiguous without escaping, so the
+    vectorized twin in formats/_fast.py builds it at memory speed; JSON spelling plus SHA-256
+    cost a quarter of `convert`'s CPU time.
+    """
+    import xxhash
+
+    return xxhash.xxh3_64_hexdigest(canonical_bytes(messages))
+
+
+def canonical_bytes(messages: list[dict[str, Any]]) -> bytes:
+    """The hashed form of a conversation (see content_id)."""
+    parts = []
+    for m in messages:
+        role = (m.get("role") or "").encode("utf-8")
+        content = m.get("content")
+        if content is None:
+            parts.append(role + b"\0-\0")
+        else:
+            data = content.encode("utf-8")
+            parts.append(b"%s\0%d\0%s" % (role, len(data), data))
+    return b"".join(parts)
 
 
 def from_dicts(rows: list[dict[str, Any]]) -> pl.DataFrame:

@@ -32,22 +32,43 @@ def test_content_id_depends_on_roles_and_contents_only():
 def test_vectorized_content_ids_match_python_function():
     from sftdata.formats._fast import content_ids
 
-    rows = [{"messages": [{"role": "user", "content": f"q{i} ünï \"x\"\n"}, {"role": "assistant", "content": "a"}]}
-            for i in range(5)]
+    rows = [{"messages": [{"role": "user", "content": f"q{i} ünï \"x\"\n\0"},
+                          {"role": "assistant", "content": "a" if i else None}]}
+            for i in range(5)] + [{"messages": []}]
     df = from_dicts(rows)
     got = content_ids(df["messages"]).to_list()
     assert got == [content_id(r["messages"]) for r in rows]
 
 
-@pytest.mark.parametrize("backend", ["_plugin_sha_ids", "_hashlib_sha_ids"])
-def test_both_sha_backends_give_content_id_digests(backend):
-    import hashlib
+def test_content_id_form_is_unambiguous():
+    # Without the length prefix these two would hash the same bytes.
+    one = [{"role": "user", "content": "a\x001\x00b"}]
+    two = [{"role": "user", "content": "a"}, {"role": "", "content": "b"}]
+    assert content_id(one) != content_id(two)
+    assert content_id([{"role": "user", "content": None}]) != content_id(
+        [{"role": "user", "content": ""}])
+    assert content_id([{"role": "user", "content": "-"}]) != content_id(
+        [{"role": "user", "content": None}])
+
+
+def test_content_id_is_xxh3_of_the_documented_form():
+    import xxhash
+
+    messages = [{"role": "user", "content": "hé"}, {"role": "assistant", "content": None}]
+    assert schema.canonical_bytes(messages) == b"user\x003\x00h\xc3\xa9assistant\x00-\x00"
+    assert content_id(messages) == xxhash.xxh3_64_hexdigest(schema.canonical_bytes(messages))
+    assert content_id([{"role": "user", "content": "hi"}]) == "511876c2367c47f5"  # pinned: ids must not drift
+
+
+@pytest.mark.parametrize("backend", ["_plugin_hash_ids", "_python_hash_ids"])
+def test_both_hash_backends_give_content_id_digests(backend):
+    import xxhash
 
     from sftdata.formats import _fast
 
-    texts = ["", "ascii", "ünïcödé \"q\"\n", "😀" * 300, "x" * 100_000]
+    texts = ["", "ascii", "ünïcödé \"q\"\n\0", "😀" * 300, "x" * 100_000]
     got = getattr(_fast, backend)(pl.Series(texts)).to_list()
-    assert got == [hashlib.sha256(t.encode()).hexdigest()[:16] for t in texts]
+    assert got == [xxhash.xxh3_64_hexdigest(t.encode()) for t in texts]
 
 
 def test_conform_orders_columns_keeps_extras_and_adds_missing_message_fields():

@@ -7,8 +7,6 @@ always reported by the row path with their line numbers.
 
 from __future__ import annotations
 
-import hashlib
-
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -53,61 +51,61 @@ def fixed_messages(frame: pl.DataFrame, turns: list[tuple[str, pl.Expr]]) -> pl.
     return flat.reshape((n, k)).cast(pl.List(MESSAGE_TYPE)).alias("messages")
 
 
-def json_string(expr: pl.Expr) -> pl.Expr:
-    """The JSON spelling of a string, as json.dumps(ensure_ascii=False) writes it."""
-    return pl.struct(expr.alias("a")).struct.json_encode().str.slice(5).str.strip_suffix("}")
+def canonical_text(turns: list[tuple[pl.Expr, pl.Expr]]) -> pl.Expr:
+    """schema.canonical_bytes of (role, content) pairs, as a string expression."""
+    parts: list[pl.Expr] = []
+    for role, content in turns:
+        size = pl.when(content.is_null()).then(pl.lit("-")).otherwise(
+            content.str.len_bytes().cast(pl.String))
+        parts += [role.fill_null(""), pl.lit("\0"), size, pl.lit("\0"), content.fill_null("")]
+    return pl.concat_str(parts)
 
 
 def fixed_content_ids(frame: pl.DataFrame, turns: list[tuple[str, pl.Expr]]) -> pl.Series:
     """schema.content_id of fixed-shape messages, without building the messages first."""
-    parts: list[pl.Expr] = [pl.lit("[")]
-    for i, (role, expr) in enumerate(turns):
-        parts += [pl.lit(("," if i else "") + f'["{role}",'), json_string(expr), pl.lit("]")]
-    parts.append(pl.lit("]"))
-    return sha_ids(frame.select(pl.concat_str(parts)).to_series())
+    pairs = [(pl.lit(role), expr) for role, expr in turns]
+    return hash_ids(frame.select(canonical_text(pairs)).to_series())
 
 
 def content_ids(messages: pl.Series) -> pl.Series:
-    """schema.content_id for a whole column: Polars builds the canonical JSON, hashlib hashes."""
+    """schema.content_id for a whole column of messages."""
     arr = messages.rechunk().to_arrow()
     values = pl.from_arrow(arr.flatten())
-    pairs = pl.select(pl.concat_str([
-        pl.lit("["), json_string(pl.lit(values).struct.field("role")).fill_null("null"), pl.lit(","),
-        json_string(pl.lit(values).struct.field("content")).fill_null("null"), pl.lit("]"),
-    ])).to_series()
+    pieces = pl.select(canonical_text(
+        [(pl.lit(values).struct.field("role"), pl.lit(values).struct.field("content"))]
+    )).to_series()
     offsets = arr.offsets.cast(pa.int64())
     offsets = pc.subtract(offsets, offsets[0])  # a sliced array's offsets do not start at 0
-    lists = pa.LargeListArray.from_arrays(offsets, pairs.to_arrow())
-    texts = pl.select(
-        pl.concat_str([pl.lit("["), pl.lit(pl.from_arrow(lists)).list.join(","), pl.lit("]")])
-    ).to_series()
-    return sha_ids(texts)
+    lists = pa.LargeListArray.from_arrays(offsets, pieces.to_arrow())
+    return hash_ids(pl.select(pl.lit(pl.from_arrow(lists)).list.join("").fill_null("")).to_series())
 
 
-def sha_ids(texts: pl.Series) -> pl.Series:
-    """The first 16 hex digits of each text's SHA-256, as schema.content_id spells them.
+def hash_ids(texts: pl.Series) -> pl.Series:
+    """16 hex digits of each text's XXH3-64, as schema.content_id spells them.
 
-    The polars-hash plugin hashes in Rust, in parallel, without a Python call per row (a quarter
-    of convert's CPU time before it). hashlib gives the same digests where the plugin cannot load
-    (a Polars version it was not built for).
+    The polars-hash plugin hashes in Rust without a Python call per row; the xxhash package
+    gives the same digests where the plugin cannot load (a Polars version it was not built for).
     """
     try:
-        return _plugin_sha_ids(texts)
+        return _plugin_hash_ids(texts)
     except Exception:  # noqa: BLE001 - an unloadable plugin raises anything from ImportError on
-        return _hashlib_sha_ids(texts)
+        return _python_hash_ids(texts)
 
 
-def _plugin_sha_ids(texts: pl.Series) -> pl.Series:
+def _plugin_hash_ids(texts: pl.Series) -> pl.Series:
+    import numpy as np
     import polars_hash
 
-    frame = texts.alias("t").to_frame()
-    return frame.select(polars_hash.col("t").chash.sha2_256().str.slice(0, 16).alias("id"))["id"]
+    digests = texts.alias("t").to_frame().select(polars_hash.col("t").nchash.xxh3_64())["t"]
+    hexed = digests.to_numpy().astype(">u8").tobytes().hex().encode("ascii")  # big-endian
+    return pl.Series("id", np.frombuffer(hexed, dtype="S16")).cast(pl.String)
 
 
-def _hashlib_sha_ids(texts: pl.Series) -> pl.Series:
-    sha = hashlib.sha256
-    hashed = [sha(t.encode()).hexdigest()[:16] for t in texts.to_list()]
-    return pl.Series("id", hashed, dtype=pl.String)
+def _python_hash_ids(texts: pl.Series) -> pl.Series:
+    import xxhash
+
+    digest = xxhash.xxh3_64_hexdigest
+    return pl.Series("id", [digest(t.encode()) for t in texts.to_list()], dtype=pl.String)
 
 
 def meta_expr(frame: pl.DataFrame, used: tuple[str, ...]) -> pl.Expr:
