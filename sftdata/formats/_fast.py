@@ -36,36 +36,24 @@ def extras_ok(frame: pl.DataFrame, used: tuple[str, ...]) -> bool:
 def fixed_messages(frame: pl.DataFrame, turns: list[tuple[str, pl.Expr]]) -> pl.Series:
     """A messages column where every row has the same roles in the same order.
 
-    Built as Arrow arrays: the turns' contents interleaved by one ``take``, the roles by another,
-    null arrays for the other message fields. Polars' concat_list + explode did the same work in
-    2.5 times the CPU.
+    The turns' contents are stacked and gathered row by row, turn by turn: Polars strings are
+    views, so the gather moves 16-byte views and never the text (concat_list + explode copied
+    every byte, in 4 times the CPU).
     """
     import numpy as np
 
     n, k = frame.height, len(turns)
     columns = frame.select([expr.alias(f"c{i}") for i, (_, expr) in enumerate(turns)])
-    stacked = pa.concat_arrays([
-        columns.get_column(f"c{i}").to_arrow(compat_level=pl.CompatLevel.oldest()).cast(pa.large_string())
-        for i in range(k)
-    ])
-    order = (np.arange(k)[None, :] * n + np.arange(n)[:, None]).ravel()  # row by row, turn by turn
-    content = stacked.take(pa.array(order))
-    roles = pa.array([role for role, _ in turns], pa.large_string()).take(
-        pa.array(np.tile(np.arange(k), n)))
-    fields = _ARROW_MESSAGE_TYPE.value_type
-    struct = pa.StructArray.from_arrays(
-        [roles if f.name == "role" else content if f.name == "content" else pa.nulls(n * k, f.type)
-         for f in fields],
-        fields=list(fields),
-    )
-    lists = pa.LargeListArray.from_arrays(pa.array(np.arange(0, n * k + 1, k, dtype=np.int64)), struct)
-    return pl.from_arrow(lists).cast(pl.List(MESSAGE_TYPE)).alias("messages")
-
-
-_ARROW_MESSAGE_TYPE = pa.large_list(pa.struct([
-    pa.field(name, pl.Series([], dtype=dtype).to_arrow(compat_level=pl.CompatLevel.oldest()).type)
-    for name, dtype in MESSAGE_FIELDS.items()
-]))
+    stacked = pl.concat([columns.get_column(f"c{i}").alias("content") for i in range(k)],
+                        rechunk=False)
+    content = stacked.gather((np.arange(k)[None, :] * n + np.arange(n)[:, None]).ravel())
+    roles = pl.Series("role", [role for role, _ in turns], dtype=pl.String).gather(
+        np.tile(np.arange(k), n))
+    flat = pl.DataFrame({"role": roles, "content": content}).select(pl.struct(
+        [pl.col(name) if name in ("role", "content") else pl.lit(None, dtype=dtype).alias(name)
+         for name, dtype in MESSAGE_FIELDS.items()]
+    )).to_series()
+    return flat.reshape((n, k)).cast(pl.List(MESSAGE_TYPE)).alias("messages")
 
 
 def canonical_text(turns: list[tuple[pl.Expr, pl.Expr]]) -> pl.Expr:
