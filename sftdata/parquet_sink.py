@@ -19,6 +19,10 @@ _ABORT = object()
 COMPRESSION_LEVEL = 1  # zstd 1: what pyarrow wrote before; level 3 costs 45% more CPU for 10% less
 
 
+# Null counts only: min/max of conversation text help no reader and cost 10% of the write.
+_STATISTICS = {"min": False, "max": False, "distinct_count": False, "null_count": True}
+
+
 class SinkAborted(RuntimeError):
     """Raised inside the sink when the writer is closed after an error: no file is finished."""
 
@@ -72,7 +76,8 @@ class ParquetSink:
 
     def _sink(self, frames: pl.LazyFrame) -> None:
         try:
-            frames.sink_parquet(self._fh, compression="zstd", compression_level=COMPRESSION_LEVEL)
+            frames.sink_parquet(self._fh, compression="zstd", compression_level=COMPRESSION_LEVEL,
+                                statistics=_STATISTICS)
         except BaseException as exc:  # raised by the next write or by close
             self._error = exc
             _drain(self._queue)
