@@ -28,7 +28,10 @@ import polars as pl
 from .errors import DataError, UsageProblem
 from .schema import ROLES
 
-SCHEMAS_DIR = Path(__file__).resolve().parents[1] / "schemas"
+# A wheel carries the suites inside the package (setup.py copies them); a checkout or an
+# editable install reads the repository's schemas/.
+_PACKAGED = Path(__file__).resolve().parent / "schemas"
+SCHEMAS_DIR = _PACKAGED if _PACKAGED.is_dir() else Path(__file__).resolve().parents[1] / "schemas"
 BUILTIN_SUITES = ("records", "tokenized")
 LABEL_PAD = -100
 
