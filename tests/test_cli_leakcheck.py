@@ -185,3 +185,25 @@ def test_bad_reference_rows_are_data_errors(files):
     result = run([train, "--against", str(bad)])
     assert result.exit_code == 1
     assert result.stderr.splitlines()[-1].startswith(f"Error: {bad}, line 2: broken JSON")
+
+
+def test_drop_output_passes_a_second_check(tmp_path):
+    words13 = " ".join(NATALIA.split()[:13])
+    filler = " ".join(f"unrelated{i}" for i in range(30))
+    train = write(tmp_path / "train.jsonl", [
+        chat(NATALIA, "72", id="copy"),
+        chat(f"{words13} {filler}", "x", id="echo1"),
+        chat(f"{filler} {words13}", "y", id="echo2"),
+        chat("Name a colour.", "Red.", id="clean"),
+    ])
+    bench = write(tmp_path / "bench.jsonl", [chat(NATALIA, "72", id="g1")])
+    out = tmp_path / "kept.jsonl"
+    knobs = ["--frequent-cutoff", "2"]
+    result = run([train, "--against", bench, "--drop", *knobs, "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert ("2 more record(s) contaminated once the first ones were dropped (their shared "
+            "n-grams were boilerplate only while those counted); dropped too, 3 checks in all"
+            ) in result.stderr
+    assert "dropped 3 contaminated record(s) of 4; wrote 1" in result.stderr
+    again = run([str(out), "--against", bench, *knobs, "--fail-on", "0"])
+    assert again.exit_code == 0, again.output

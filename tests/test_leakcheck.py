@@ -305,3 +305,27 @@ def test_an_item_repeated_in_the_benchmark_keeps_its_ngrams():
     result = leakcheck(records(chat(edited, "x", id="a")), ref, frequent_cutoff=10, near=False)
     assert result.contaminated_ids == ["a"]
     assert set(result.matches["kind"]) == {"ngram"} and result.matches.height == 12
+
+
+def test_drop_until_clean_catches_what_dropping_makes_rare_again():
+    from sftdata.ops.leakcheck import drop_until_clean
+
+    words13 = " ".join(NATALIA.split()[:13])
+    filler = " ".join(f"unrelated{i}" for i in range(30))
+    train = records(
+        chat(NATALIA, "72", id="copy"),  # exact: caught by the first check
+        chat(f"{words13} {filler}", "x", id="echo1"),  # share one 13-gram with the item: with
+        chat(f"{filler} {words13}", "y", id="echo2"),  # "copy" it is in 3 texts > cutoff 2
+        chat("Name a colour.", "Red.", id="clean"),
+    )
+    params = dict(frequent_cutoff=2, min_overlap=0.4)
+    assert leakcheck(train, bench(), **params).contaminated_ids == ["copy"]
+    outcome = drop_until_clean(train, bench(), **params)
+    assert outcome.clean and len(outcome.rounds) == 3  # drop, drop, confirm
+    assert outcome.kept["id"].to_list() == ["clean"]
+    assert outcome.first_dropped == 1
+    assert outcome.dropped["id"].to_list() == ["copy", "echo1", "echo2"]
+    assert outcome.dropped["reason"][1].endswith(
+        "(round 2: boilerplate no longer once the records of round 1 were dropped)")
+    assert leakcheck(outcome.kept, bench(), **params).contaminated_ids == []
+    assert outcome.kept.height + outcome.dropped.height == train.height

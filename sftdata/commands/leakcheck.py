@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from ..errors import CheckFailed, UsageProblem
-from ._common import handle_errors, output_options, rejects_option, report_option, say
+from ._common import handle_errors, output_options, rejects_option, report_option, say, warn
 
 SPLIT_REFERENCES = ("val", "test", "gold")
 SPLIT_SUFFIXES = (".parquet", ".arrow", ".jsonl")
@@ -42,7 +42,8 @@ SHOWN = 5  # contaminated records named on stderr; the rest are in --report
 @click.option("--no-near", is_flag=True, help="Skip the MinHash near-duplicate evidence.")
 @report_option(help="Write every match with its evidence as JSON here.")
 @click.option("--drop", is_flag=True,
-              help="Write the training records without the contaminated ones to the output.")
+              help="Write the training records without the contaminated ones to the output; "
+                   "the kept records are checked again until a check finds nothing.")
 @click.option("--strict", is_flag=True,
               help="Count low-confidence matches as contaminated too (for --drop and --fail-on).")
 @click.option("--fail-on", "fail_on", default=None, metavar="N|P%",
@@ -66,7 +67,7 @@ def leakcheck(
       sftdata convert gsm8k_test.jsonl | sftdata leakcheck train.parquet --against - --fail-on 0
     """
     from ..io import STDIO, read_records, write_json, write_table
-    from ..ops.leakcheck import check_params, decontaminate
+    from ..ops.leakcheck import check_params, drop_until_clean
     from ..ops.leakcheck import leakcheck as run_leakcheck
 
     if not drop:
@@ -87,8 +88,21 @@ def leakcheck(
     say_summary(result, strict)
 
     if drop:
-        kept, dropped = decontaminate(train, result, include_low=strict)
+        outcome = drop_until_clean(
+            train, references, include_low=strict, first=result, on=on, ngram=ngram,
+            min_ngram=min_ngram, frequent_cutoff=frequent_cutoff, near_threshold=near_threshold,
+            num_perm=num_perm, min_overlap=min_overlap, near=not no_near,
+        )
+        kept, dropped = outcome.kept, outcome.dropped
         write_table(kept, output, to)
+        later = dropped.height - outcome.first_dropped
+        if later:
+            say(f"{later} more record(s) contaminated once the first ones were dropped (their "
+                f"shared n-grams were boilerplate only while those counted); dropped too, "
+                f"{len(outcome.rounds)} checks in all")
+        if not outcome.clean:
+            warn(f"still finding contamination after {len(outcome.rounds)} checks; "
+                 "run leakcheck on the output again")
         say(f"dropped {dropped.height} contaminated record(s) of {train.height}; "
             f"wrote {kept.height}")
         if rejects:

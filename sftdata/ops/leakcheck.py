@@ -194,6 +194,48 @@ def decontaminate(
     return kept, dropped
 
 
+@dataclass
+class DropResult:
+    kept: pl.DataFrame
+    dropped: pl.DataFrame  # with a `reason` column
+    rounds: list[LeakResult]  # the first is the check of the whole input
+    clean: bool  # a check of `kept` found nothing (False only when max_rounds ran out)
+    first_dropped: int  # rows dropped by the first check alone
+
+
+def drop_until_clean(
+    train: pl.DataFrame,
+    references: dict[str, pl.DataFrame],
+    *,
+    include_low: bool = False,
+    max_rounds: int = 5,
+    first: LeakResult | None = None,
+    **params: Any,
+) -> DropResult:
+    """decontaminate, then check the kept records again until a check finds nothing.
+
+    One pass is not enough: an n-gram in more than ``frequent_cutoff`` training texts is
+    boilerplate, and dropping contaminated records can bring it under the cutoff, where it is
+    evidence again. Without the re-check, ``leakcheck --drop`` output would fail a second
+    ``leakcheck``. Records dropped in a later round say so in their reason.
+    """
+    rounds = [first if first is not None else leakcheck(train, references, **params)]
+    kept, dropped = decontaminate(train, rounds[0], include_low=include_low)
+    parts = [dropped]
+    while len(rounds) < max_rounds and parts[-1].height:
+        check = leakcheck(kept, references, **params)
+        rounds.append(check)
+        kept, more = decontaminate(kept, check, include_low=include_low)
+        more = more.with_columns(
+            pl.format("{} (round {}: boilerplate no longer once the records of round {} were "
+                      "dropped)", "reason", pl.lit(len(rounds)), pl.lit(len(rounds) - 1))
+            .alias("reason"))
+        parts.append(more)
+    clean = parts[-1].height == 0
+    return DropResult(kept, pl.concat(parts, how="vertical_relaxed"), rounds, clean,
+                      parts[0].height)
+
+
 # --------------------------------------------------------------------------- references
 
 
