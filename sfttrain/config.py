@@ -63,6 +63,7 @@ class TrainConfig:
     keep_checkpoints: int = 2
     early_stopping_patience: int = 0  # evaluations without improvement; 0 = off
     early_stopping_min_delta: float = 0.0
+    keep_best: bool = True  # with a val split, adapter/ = the best validation loss, adapter-last/ = the end
     stop_at_step: int = 0  # stop (as if killed) after this step; for resume tests and time boxes
     log_every: int = 1
     peak_tflops: float = 0.0  # device peak for MFU; 0 = look it up (GPUs) or report n/a
@@ -121,6 +122,7 @@ ALIASES = {
     "lora_rank": "lora_r",
     "use_rslora": "rslora",
     "use_dora": "dora",
+    "load_best_model_at_end": "keep_best",
 }
 
 

@@ -122,7 +122,9 @@ def run(
                  f"batch of {train.global_batch} and are skipped in that epoch")
 
     # state that a checkpoint carries besides weights and optimizer
-    state = {"step": 0, "micro": 0, "best_val": math.inf, "bad_evals": 0, "tokens": 0}
+    state = {"step": 0, "micro": 0, "best_val": math.inf, "best_step": None, "bad_evals": 0,
+             "tokens": 0}
+    keep_best = config.keep_best and not config.full
     if is_main and not resume:  # starting over: old checkpoints must not be resumed later
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
     ckpt = _latest_checkpoint(out) if resume else None
@@ -146,7 +148,9 @@ def run(
     if has_val and state["step"] == 0:  # the base model's validation loss, the baseline
         val_loss = evaluate(loss_fn, shard_dir, config, pad_id, rank, world, device, autocast)
         result.val.append((0, val_loss))
-        state["best_val"] = val_loss
+        state["best_val"], state["best_step"] = val_loss, 0
+        if is_main and keep_best:
+            _save_best(out, model)
         if is_main:
             _append_metric(out, {"step": 0, "val_loss": round(val_loss, 6),
                                  "val_ppl": round(math.exp(min(val_loss, 50)), 4)})
@@ -202,7 +206,9 @@ def run(
                 _append_metric(out, {"step": step, "val_loss": round(val_loss, 6),
                                      "val_ppl": round(math.exp(min(val_loss, 50)), 4)})
             if val_loss < state["best_val"] - config.early_stopping_min_delta:
-                state["best_val"], state["bad_evals"] = val_loss, 0
+                state["best_val"], state["best_step"], state["bad_evals"] = val_loss, step, 0
+                if is_main and keep_best:
+                    _save_best(out, model)
             else:
                 state["bad_evals"] += 1
             model.train()
@@ -222,7 +228,14 @@ def run(
 
     # ------------------------------------------------------------------ save
     if is_main and result.stopped != "stop_at_step":
-        _save_final(out, model, tokenizer, config)
+        best = state["best_step"] if keep_best and has_val else None
+        _save_final(out, model, tokenizer, config, best_step=best, last_step=state["step"])
+        if best is not None and best != state["step"]:
+            say(f"sfttrain: adapter/ holds step {best} (best validation loss "
+                f"{state['best_val']:.4f}); the last step's weights are in adapter-last/")
+            if best == 0:
+                warn("validation loss never improved on the base model: adapter/ is the "
+                     "untrained (no-op) adapter; lower lr or check the data")
         _plot_losses(out)
     summary = _summary(config, shape, tokens_this_run, elapsed, device, rss_before, train, world,
                        state, result)
@@ -349,12 +362,31 @@ def _load_checkpoint(path: Path, model, optimizer, scheduler, state) -> None:
         torch.cuda.set_rng_state_all(rng["cuda"])
 
 
-def _save_final(out: Path, model, tokenizer, config: TrainConfig) -> None:
+def _save_best(out: Path, model) -> None:
+    """The trainable weights at the best validation loss so far (an adapter: megabytes). Kept
+    under checkpoints/ so a resumed run still has it and a fresh run starts without it."""
+    best = out / "checkpoints" / "best"
+    best.mkdir(parents=True, exist_ok=True)
+    trainable = {n: p.detach().cpu() for n, p in model.named_parameters() if p.requires_grad}
+    torch.save(trainable, best / "trainable.tmp")
+    (best / "trainable.tmp").replace(best / "trainable.pt")
+
+
+def _save_final(out: Path, model, tokenizer, config: TrainConfig, best_step: int | None = None,
+                last_step: int = 0) -> None:
     if config.full:
         M.causal_lm(model).save_pretrained(out / "model")
         tokenizer.save_pretrained(out / "model")
+    elif best_step is not None and best_step != last_step:
+        model.save_pretrained(out / "adapter-last")
+        params = dict(model.named_parameters())
+        for name, value in torch.load(out / "checkpoints" / "best" / "trainable.pt",
+                                      weights_only=True).items():
+            params[name].data.copy_(value.to(params[name].device))
+        model.save_pretrained(out / "adapter")
     else:
         model.save_pretrained(out / "adapter")
+        shutil.rmtree(out / "adapter-last", ignore_errors=True)
     tokenizer.save_pretrained(out / "tokenizer")
 
 
@@ -455,6 +487,7 @@ def _summary(config, shape, tokens, elapsed, device, rss_before, train, world, s
         "peak_flops": peak or None,
         "final_loss": result.losses[-1] if result.losses else None,
         "best_val_loss": None if math.isinf(state["best_val"]) else state["best_val"],
+        "best_step": state.get("best_step"),
         "max_sequence": max(lens) if lens else 0,
         "world_size": world,
     }

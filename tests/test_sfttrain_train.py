@@ -101,7 +101,7 @@ def test_killed_and_resumed_run_matches_uninterrupted(tiny, shards, tmp_path):
     out = tmp_path / "killed"
     killed = train(shards, tiny, out, *common, "save_every=3", "stop_at_step=5")
     assert killed.stopped == "stop_at_step" and killed.steps == 5
-    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-0000003"]
+    assert sorted(p.name for p in (out / "checkpoints").glob("step-*")) == ["step-0000003"]
     resumed = train(shards, tiny, out, *common, "save_every=3", resume=True)
     assert resumed.steps == 8
     assert resumed.losses == pytest.approx(alone.losses[3:], rel=1e-6)
@@ -115,6 +115,42 @@ def test_early_stopping_on_validation_loss(tiny, shards, tmp_path):
                    "early_stopping_patience=2", "early_stopping_min_delta=10", say=said.append)
     assert result.stopped == "early_stopping" and result.steps == 2  # evals at 0, 1, 2
     assert any("early stopping at step 2" in line for line in said)
+
+
+def test_keep_best_saves_the_best_validation_step_and_the_last_apart(tiny, shards, tmp_path):
+    from safetensors.torch import load_file
+
+    out = tmp_path / "kb"
+    said, warned = [], []
+    # min_delta 10: no evaluation counts as an improvement, so the best is the base model (step 0)
+    train(shards, tiny, out, "max_steps=4", "lr=0.1", "eval_every=1", "save_every=100",
+          "early_stopping_min_delta=10", say=said.append, warn=warned.append)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["best_step"] == 0
+    kept = load_file(out / "adapter" / "adapter_model.safetensors")
+    last = load_file(out / "adapter-last" / "adapter_model.safetensors")
+    assert kept.keys() == last.keys()
+    lora_b = [k for k in kept if "lora_B" in k]
+    assert lora_b and all(not kept[k].any() for k in lora_b)  # the untrained (no-op) adapter
+    assert any(last[k].any() for k in lora_b)  # the trained one, kept apart
+    assert any("adapter/ holds step 0" in line for line in said)
+    assert any("never improved on the base model" in line for line in warned)
+
+
+def test_keep_best_follows_the_lowest_validation_loss(tiny, shards, tmp_path):
+    out = tmp_path / "kb2"
+    result = train(shards, tiny, out, "max_steps=6", "lr=0.5", "eval_every=1", "save_every=100")
+    vals = dict(result.val)
+    best = min(vals, key=lambda s: (vals[s], s))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["best_step"] == best and summary["best_val_loss"] == pytest.approx(vals[best])
+    assert (out / "adapter-last").exists() == (best != 6)
+
+
+def test_keep_best_off_keeps_the_last_weights(tiny, shards, tmp_path):
+    out = tmp_path / "last"
+    train(shards, tiny, out, "max_steps=3", "lr=0.5", "eval_every=1", "keep_best=false")
+    assert (out / "adapter").is_dir() and not (out / "adapter-last").exists()
 
 
 def test_refuses_shards_of_another_tokenizer(tiny, tmp_path):
