@@ -192,16 +192,9 @@ def render_text(
 ) -> tuple[str, list[tuple[int, int]]]:
     """The template's output for already-prepared messages (and its generation blocks)."""
     import jinja2
-    from transformers.utils.chat_template_utils import render_jinja_template
 
     try:
-        rendered, indices = render_jinja_template(
-            conversations=[messages],
-            chat_template=template.text,
-            add_generation_prompt=add_generation_prompt,
-            return_assistant_tokens_mask=with_generation,
-            **template.variables,
-        )
+        return _render(template, messages, add_generation_prompt, with_generation)
     except jinja2.exceptions.UndefinedError as exc:
         raise TemplateError(
             f"template {template.name!r} needs a variable: {exc.message}; pass it with "
@@ -213,7 +206,39 @@ def render_text(
         raise TemplateError(
             f"template {template.name!r} failed on the conversation: {type(exc).__name__}: {exc}"
         ) from None
-    return rendered[0], (indices[0] if with_generation else [])
+
+
+def _render(
+    template: Template, messages: list[dict[str, Any]], add_generation_prompt: bool,
+    with_generation: bool,
+) -> tuple[str, list[tuple[int, int]]]:
+    """What transformers' render_jinja_template does for one conversation, without its per-call
+    conversion of every message to plain data (ours are plain already: strings, numbers and
+    json.loads output): the same compiled template, sandbox, generation tracker and variables,
+    so the text is the same (tests compare with apply_chat_template on real templates), for
+    a fifth less time per record. Falls back to render_jinja_template if the internals moved."""
+    from transformers.utils import chat_template_utils as ctu
+
+    internals = ("_compile_jinja_template", "_plain_template_data", "_alias_reasoning_fields")
+    if not all(hasattr(ctu, name) for name in internals):
+        rendered, indices = ctu.render_jinja_template(
+            conversations=[messages], chat_template=template.text,
+            add_generation_prompt=add_generation_prompt,
+            return_assistant_tokens_mask=with_generation, **template.variables,
+        )
+        return rendered[0], (indices[0] if with_generation else [])
+    compiled = ctu._compile_jinja_template(template.text)
+    context = dict(messages=ctu._alias_reasoning_fields(messages), tools=None, documents=None,
+                   add_generation_prompt=add_generation_prompt,
+                   **ctu._plain_template_data(template.variables))
+    if not with_generation:
+        return compiled.render(**context), []
+    blocks: list[str] = []
+    indices: list[tuple[int, int]] = []
+    with compiled.environment.activate_tracker(blocks, indices):
+        for block in compiled.generate(**context):
+            blocks.append(block)
+        return "".join(blocks), indices
 
 
 def render(
