@@ -8,6 +8,7 @@ batches are fed to it through a small queue from a Python generator registered a
 
 from __future__ import annotations
 
+import errno
 import queue
 import threading
 from typing import IO, Any
@@ -79,7 +80,7 @@ class ParquetSink:
             frames.sink_parquet(self._fh, compression="zstd", compression_level=COMPRESSION_LEVEL,
                                 statistics=_STATISTICS)
         except BaseException as exc:  # raised by the next write or by close
-            self._error = exc
+            self._error = _as_broken_pipe(exc)
             _drain(self._queue)
 
     def _put(self, item: Any, check: bool = True) -> None:
@@ -95,6 +96,15 @@ class ParquetSink:
                 return
             except queue.Full:
                 continue
+
+
+def _as_broken_pipe(exc: BaseException) -> BaseException:
+    """Polars reports a closed downstream pipe as a ComputeError; the CLI exits quietly (code 0)
+    on BrokenPipeError, as `sftdata convert big.jsonl --to parquet | head -c 100` should."""
+    text = str(exc)
+    if not isinstance(exc, BrokenPipeError) and ("Broken pipe" in text or "os error 32" in text):
+        return BrokenPipeError(errno.EPIPE, "Broken pipe")
+    return exc
 
 
 def _drain(q: queue.Queue) -> None:

@@ -27,7 +27,7 @@ def big_alpaca(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.mark.parametrize("to", ["jsonl", pytest.param("arrow", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("to", ["jsonl", "parquet", pytest.param("arrow", marks=pytest.mark.slow)])
 def test_closed_downstream_pipe_exits_zero_quietly(big_alpaca, to):
     """The equivalent of `sftdata convert big.jsonl | head -c 100`."""
     proc = subprocess.Popen(
