@@ -54,14 +54,14 @@ def read_jsonl_frame(
     return pl.from_arrow(table), table.schema
 
 
-def _read(chunk: bytes, parse: Any) -> Any:
+def _read(chunk: bytes | bytearray, parse: Any) -> Any:
     import pyarrow as pa
     import pyarrow.json as pj
 
     for block in (BLOCK_BYTES, len(chunk) + 1):
         try:
-            return pj.read_json(pa.BufferReader(pa.py_buffer(chunk)), read_options=pj.ReadOptions(block_size=block),
-                                parse_options=parse)
+            return pj.read_json(pa.BufferReader(pa.py_buffer(chunk)),  # no copy of the chunk
+                                read_options=pj.ReadOptions(block_size=block), parse_options=parse)
         except pa.ArrowInvalid as exc:
             if "straddl" not in str(exc) or block > len(chunk):
                 return None

@@ -53,10 +53,6 @@ class ParquetSink:
         if ok and self._error is not None:
             raise self._error
 
-    @property
-    def started(self) -> bool:
-        return self._thread is not None
-
     def _start(self, schema: pl.Schema) -> None:
         from polars.io.plugins import register_io_source
 

@@ -74,13 +74,13 @@ def fixed_content_ids(frame: pl.DataFrame, turns: list[tuple[str, pl.Expr]]) -> 
 
 def content_ids(messages: pl.Series) -> pl.Series:
     """schema.content_id for a whole column of messages."""
+    import pyarrow.compute as pc  # 70 ms to import: only this path needs it
+
     arr = messages.rechunk().to_arrow()
     values = pl.from_arrow(arr.flatten())
     pieces = pl.select(canonical_text(
         [(pl.lit(values).struct.field("role"), pl.lit(values).struct.field("content"))]
     )).to_series()
-    import pyarrow.compute as pc  # 70 ms to import: only this path needs it
-
     offsets = arr.offsets.cast(pa.int64())
     offsets = pc.subtract(offsets, offsets[0])  # a sliced array's offsets do not start at 0
     lists = pa.LargeListArray.from_arrays(offsets, pieces.to_arrow())
