@@ -42,6 +42,12 @@ _GENERATION_TAG = re.compile(r"\{%-?\s*generation\s*-?%\}")
 _SENTINEL = "SFTDATASENTINEL{}X"
 
 
+@lru_cache(maxsize=64)
+def _has_generation_tag(text: str) -> bool:
+    # asked once per rendered row: searched once per template text
+    return bool(_GENERATION_TAG.search(text))
+
+
 class TemplateError(ValueError):
     """A template that cannot be found, or that refuses a conversation (message for the user)."""
 
@@ -61,7 +67,7 @@ class Template:
 
     @property
     def has_generation(self) -> bool:
-        return bool(_GENERATION_TAG.search(self.text))
+        return _has_generation_tag(self.text)
 
     @property
     def eos_token(self) -> str:
@@ -213,32 +219,96 @@ def _render(
     with_generation: bool,
 ) -> tuple[str, list[tuple[int, int]]]:
     """What transformers' render_jinja_template does for one conversation, without its per-call
-    conversion of every message to plain data (ours are plain already: strings, numbers and
-    json.loads output): the same compiled template, sandbox, generation tracker and variables,
-    so the text is the same (tests compare with apply_chat_template on real templates), for
-    a fifth less time per record. Falls back to render_jinja_template if the internals moved."""
-    from transformers.utils import chat_template_utils as ctu
+    work that gives the same result every time: the same compiled template, sandbox, generation
+    tracker and variables, so the text is the same (tests compare with apply_chat_template on
+    real templates). Falls back to render_jinja_template if the internals moved."""
+    key = tuple(template.variables.items())
+    try:
+        hash(key)
+        prepare = _renderer
+    except TypeError:  # a variable that is not hashable (a list of tokens): prepared uncached
+        prepare = _renderer.__wrapped__
+    renderer = prepare(template.text, key)
+    if renderer is None:
+        from transformers.utils import chat_template_utils as ctu
 
-    internals = ("_compile_jinja_template", "_plain_template_data", "_alias_reasoning_fields")
-    if not all(hasattr(ctu, name) for name in internals):
         rendered, indices = ctu.render_jinja_template(
             conversations=[messages], chat_template=template.text,
             add_generation_prompt=add_generation_prompt,
             return_assistant_tokens_mask=with_generation, **template.variables,
         )
         return rendered[0], (indices[0] if with_generation else [])
-    compiled = ctu._compile_jinja_template(template.text)
-    context = dict(messages=ctu._alias_reasoning_fields(messages), tools=None, documents=None,
-                   add_generation_prompt=add_generation_prompt,
-                   **ctu._plain_template_data(template.variables))
-    if not with_generation:
-        return compiled.render(**context), []
-    blocks: list[str] = []
-    indices: list[tuple[int, int]] = []
-    with compiled.environment.activate_tracker(blocks, indices):
-        for block in compiled.generate(**context):
-            blocks.append(block)
-        return "".join(blocks), indices
+    return renderer.render(messages, add_generation_prompt, with_generation)
+
+
+class _Renderer:
+    """One compiled template and the variables it is called with, prepared once.
+
+    transformers' render_jinja_template, per conversation, converts the variables to plain data
+    (they are strings: the same every time), copies every message as plain data (ours are plain
+    already: strings, numbers, booleans and json.loads output), and Jinja's ``render`` merges
+    the template's globals (a ChainMap) into a new dict. Here the globals and variables are
+    merged once, in the same order and with the same precedence (variables over globals, as in
+    Jinja's ``dict(globals, **vars)``); each call copies that dict, sets ``messages`` and
+    ``add_generation_prompt`` and runs the compiled root function, as ``Template.render`` does.
+    """
+
+    def __init__(self, compiled: Any, base: dict[str, Any], alias: Any, reasoning: tuple) -> None:
+        self.compiled = compiled
+        self.base = base
+        self.globals = dict(compiled.globals)  # same keys as the ChainMap, for Context.globals_keys
+        self.alias = alias
+        self.reasoning = frozenset(reasoning)
+
+    def render(
+        self, messages: list[dict[str, Any]], add_generation_prompt: bool, with_generation: bool
+    ) -> tuple[str, list[tuple[int, int]]]:
+        from jinja2.runtime import new_context
+
+        # transformers' aliasing of reasoning fields, only where a message has one of them
+        if any(type(m) is not dict or not self.reasoning.isdisjoint(m) for m in messages):
+            messages = self.alias(messages)
+        compiled = self.compiled
+        parent = self.base.copy()
+        parent["messages"] = messages
+        parent["add_generation_prompt"] = add_generation_prompt
+        context = new_context(compiled.environment, compiled.name, compiled.blocks, parent,
+                              True, self.globals)
+        try:
+            if not with_generation:
+                return compiled.environment.concat(compiled.root_render_func(context)), []
+            blocks: list[str] = []
+            indices: list[tuple[int, int]] = []
+            with compiled.environment.activate_tracker(blocks, indices):
+                for block in compiled.root_render_func(context):
+                    blocks.append(block)
+                return "".join(blocks), indices
+        except Exception:
+            compiled.environment.handle_exception()  # re-raises, as Template.render does
+            raise
+
+
+def _keywords(**kwargs: Any) -> dict[str, Any]:
+    return kwargs
+
+
+@lru_cache(maxsize=64)
+def _renderer(text: str, variables: tuple[tuple[str, str], ...]) -> _Renderer | None:
+    from transformers.utils import chat_template_utils as ctu
+
+    internals = ("_compile_jinja_template", "_plain_template_data", "_alias_reasoning_fields",
+                 "_REASONING_FIELDS")
+    if not all(hasattr(ctu, name) for name in internals):
+        return None
+    compiled = ctu._compile_jinja_template(text)
+    if not all(hasattr(compiled, name) for name in ("root_render_func", "blocks", "globals")):
+        return None
+    # the keyword arguments transformers passes, in its order; a variable named like one of
+    # them is a TypeError there as here (raised on every call: errors are not cached)
+    call = _keywords(messages=None, tools=None, documents=None, add_generation_prompt=False,
+                     **ctu._plain_template_data(dict(variables)))
+    return _Renderer(compiled, dict(compiled.globals, **call), ctu._alias_reasoning_fields,
+                     ctu._REASONING_FIELDS)
 
 
 def render(
