@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -197,10 +198,19 @@ def render_text(
     with_generation: bool = False,
 ) -> tuple[str, list[tuple[int, int]]]:
     """The template's output for already-prepared messages (and its generation blocks)."""
+    return _render_text(template, _UNPREPARED, messages, add_generation_prompt, with_generation)
+
+
+def _render_text(
+    template: Template, renderer: Any, messages: list[dict[str, Any]],
+    add_generation_prompt: bool, with_generation: bool,
+) -> tuple[str, list[tuple[int, int]]]:
     import jinja2
 
     try:
-        return _render(template, messages, add_generation_prompt, with_generation)
+        if renderer is _UNPREPARED:
+            renderer = _prepare(template)
+        return _render(template, renderer, messages, add_generation_prompt, with_generation)
     except jinja2.exceptions.UndefinedError as exc:
         raise TemplateError(
             f"template {template.name!r} needs a variable: {exc.message}; pass it with "
@@ -214,21 +224,27 @@ def render_text(
         ) from None
 
 
-def _render(
-    template: Template, messages: list[dict[str, Any]], add_generation_prompt: bool,
-    with_generation: bool,
-) -> tuple[str, list[tuple[int, int]]]:
-    """What transformers' render_jinja_template does for one conversation, without its per-call
-    work that gives the same result every time: the same compiled template, sandbox, generation
-    tracker and variables, so the text is the same (tests compare with apply_chat_template on
-    real templates). Falls back to render_jinja_template if the internals moved."""
+_UNPREPARED = object()  # not prepared yet, or its preparation failed: prepared on every call
+
+
+def _prepare(template: Template) -> _Renderer | None:
     key = tuple(template.variables.items())
     try:
         hash(key)
         prepare = _renderer
     except TypeError:  # a variable that is not hashable (a list of tokens): prepared uncached
         prepare = _renderer.__wrapped__
-    renderer = prepare(template.text, key)
+    return prepare(template.text, key)
+
+
+def _render(
+    template: Template, renderer: _Renderer | None, messages: list[dict[str, Any]],
+    add_generation_prompt: bool, with_generation: bool,
+) -> tuple[str, list[tuple[int, int]]]:
+    """What transformers' render_jinja_template does for one conversation, without its per-call
+    work that gives the same result every time: the same compiled template, sandbox, generation
+    tracker and variables, so the text is the same (tests compare with apply_chat_template on
+    real templates). Falls back to render_jinja_template if the internals moved."""
     if renderer is None:
         from transformers.utils import chat_template_utils as ctu
 
@@ -319,19 +335,35 @@ def render(
     task: str | None = None,
 ) -> Rendered:
     """Render one conversation; spans of every assistant turn (none with generation_prompt)."""
-    if task == "text":
-        return _render_raw_text(template, messages)
-    prepared = template_messages(messages)
-    if generation_prompt:
-        if prepared and prepared[-1].get("role") == "assistant":
-            prepared = prepared[:-1]
-        text, _ = render_text(template, prepared, add_generation_prompt=True)
-        return Rendered(text, [])
-    if template.has_generation:
-        text, blocks = render_text(template, prepared, with_generation=True)
-        return Rendered(text, _spans_from_blocks(text, prepared, blocks))
-    text, _ = render_text(template, prepared)
-    return Rendered(text, _spans_by_search(template, text, prepared))
+    return renderer_for(template)(messages, generation_prompt=generation_prompt, task=task)
+
+
+def renderer_for(template: Template) -> Callable[..., Rendered]:
+    """:func:`render` for one template, its per-template work done once: for many rows."""
+    try:
+        prepared: Any = _prepare(template)
+    except Exception:  # noqa: BLE001 - raised again, as a TemplateError, for every row
+        prepared = _UNPREPARED
+    has_generation = template.has_generation
+
+    def render_one(
+        messages: list[dict[str, Any]], *, generation_prompt: bool = False, task: str | None = None
+    ) -> Rendered:
+        if task == "text":
+            return _render_raw_text(template, messages)
+        prepared_messages = template_messages(messages)
+        if generation_prompt:
+            if prepared_messages and prepared_messages[-1].get("role") == "assistant":
+                prepared_messages = prepared_messages[:-1]
+            text, _ = _render_text(template, prepared, prepared_messages, True, False)
+            return Rendered(text, [])
+        if has_generation:
+            text, blocks = _render_text(template, prepared, prepared_messages, False, True)
+            return Rendered(text, _spans_from_blocks(text, prepared_messages, blocks))
+        text, _ = _render_text(template, prepared, prepared_messages, False, False)
+        return Rendered(text, _spans_by_search(template, text, prepared_messages))
+
+    return render_one
 
 
 def _render_raw_text(template: Template, messages: list[dict[str, Any]]) -> Rendered:

@@ -144,3 +144,16 @@ def test_falls_back_to_transformers_when_its_internals_move(monkeypatch):
     monkeypatch.undo()
     monkeypatch.setattr(templates, "_renderer", lambda text, variables: None)
     assert [render(tmpl, chat) for chat in CHATS] == direct
+
+
+def test_a_template_that_does_not_compile_refuses_every_row_with_its_reason():
+    from sftdata.ops.render_template import render_template
+    from sftdata.schema import from_dicts
+
+    df = from_dicts([{"messages": chat} for chat in CHATS[:2]])
+    result = render_template(df, Template("broken", "{% if %}", "broken"), keep_going=True)
+    assert result.records.height == 0 and result.rejects.height == 2
+    assert all(r.startswith("template 'broken' refused the conversation:")
+               for r in result.rejects["reason"].to_list())
+    with pytest.raises(TemplateError, match="refused the conversation"):
+        render(Template("broken", "{% if %}", "broken"), CHATS[0])

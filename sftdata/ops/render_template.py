@@ -8,7 +8,7 @@ from typing import Any
 import polars as pl
 
 from ..errors import DataError
-from ..templates import Template, TemplateError, load_template, render
+from ..templates import Template, TemplateError, load_template, renderer_for
 
 SPAN_FIELDS = {
     "start": pl.Int64(),
@@ -72,9 +72,10 @@ def render_template(
     kept: list[int] = []
     failed: list[int] = []
     reasons: list[str] = []
+    render = renderer_for(tmpl)
     for i, (messages, task) in enumerate(zip(df["messages"].to_list(), tasks, strict=True)):
         try:
-            out = render(tmpl, messages or [], generation_prompt=generation_prompt, task=task)
+            out = render(messages or [], generation_prompt=generation_prompt, task=task)
         except TemplateError as exc:
             if not keep_going:
                 raise DataError(
