@@ -93,6 +93,7 @@ def main() -> None:
     chats = conversations(rows)
     records = from_dicts([{"messages": c} for c in chats])
     print(f"{rows} conversations, {sum(len(c) for c in chats)} messages, {repeats} repeats (medians)")
+    print("load average at start: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     results = {}
 
     # -- tiktoken cl100k with ChatML specials -------------------------------------------------
@@ -142,6 +143,7 @@ def main() -> None:
         print(f"{name:52s} {base:10.3f} {mine:8.3f} {base / mine:9.2f}x")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"\npeak RSS of this process: {peak:.0f} MiB")
+    print("load average at end: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
 
 
 if __name__ == "__main__":
