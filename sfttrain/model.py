@@ -120,10 +120,54 @@ def load_base(
             bnb_4bit_compute_dtype=dtype,
         )
         kwargs["device_map"] = {"": device}
+        quiet_bitsandbytes()
     model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
-    if quant != "nf4":
+    if quant == "nf4":
+        keep_dequantize_path(model)
+    else:
         model.to(device)
     return model
+
+
+def keep_dequantize_path(model: nn.Module) -> int:
+    """Pin every NF4 layer to dequantize-then-matmul in the compute dtype; returns the count.
+
+    bitsandbytes >= 0.49, on a CPU with AVX512-BF16, repacks a Linear4bit weight into a CPU-only
+    layout on its first forward in eval mode under no_grad (a validation pass) and from then on
+    multiplies through `gemv_4bit`: bf16 whatever the compute dtype, no autograd formula, and
+    `model.train()` does not undo it. Training after an evaluation then gets wrong gradients, and
+    results depend on the CPU. Training, validation, merge and generate all take the path that
+    every machine has. Layers already repacked are unpacked again.
+    """
+    from bitsandbytes.functional import _convert_weight_packed_for_cpu_inverse
+    from bitsandbytes.nn import Linear4bit
+
+    count = 0
+    for module in model.modules():
+        if not isinstance(module, Linear4bit):
+            continue
+        module.support_avx512bf16_for_cpu = False  # the per-layer switch of the repack
+        state = getattr(module.weight, "quant_state", None)
+        if state is not None and getattr(state, "packing_format_for_cpu", False):
+            module.weight.data, module.weight.quant_state = (
+                _convert_weight_packed_for_cpu_inverse(module.weight.data, state))
+        count += 1
+    return count
+
+
+def repacked_layers(model: nn.Module) -> list[str]:
+    """Names of NF4 layers in bitsandbytes' CPU inference layout (none, after the pin above)."""
+    return [name for name, module in model.named_modules()
+            if getattr(getattr(getattr(module, "weight", None), "quant_state", None),
+                       "packing_format_for_cpu", False)]
+
+
+def quiet_bitsandbytes() -> None:
+    """bitsandbytes logs, at import on AVX512-BF16 CPUs, that an optional kernel for the repacked
+    layout is missing; sfttrain never uses that layout, so the line is noise."""
+    import logging
+
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 
 def lora_targets(config: TrainConfig) -> str | list[str]:
@@ -259,3 +303,4 @@ def quiet_warnings() -> None:
     """Silence library deprecation chatter that says nothing about the user's run."""
     for pattern in (".*checkpointing.*is deprecated.*", ".*Paged optimizers.*", ".*use_cache.*"):
         warnings.filterwarnings("ignore", message=pattern)
+    quiet_bitsandbytes()
