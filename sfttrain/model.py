@@ -157,9 +157,10 @@ def keep_dequantize_path(model: nn.Module) -> int:
 
 def repacked_layers(model: nn.Module) -> list[str]:
     """Names of NF4 layers in bitsandbytes' CPU inference layout (none, after the pin above)."""
-    return [name for name, module in model.named_modules()
-            if getattr(getattr(getattr(module, "weight", None), "quant_state", None),
-                       "packing_format_for_cpu", False)]
+    from bitsandbytes.nn import Linear4bit
+
+    return [name for name, module in model.named_modules() if isinstance(module, Linear4bit)
+            and getattr(module.weight.quant_state, "packing_format_for_cpu", False)]
 
 
 def quiet_bitsandbytes() -> None:
