@@ -20,8 +20,9 @@ def _config_options(f):
     f = click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")(f)
     f = click.option("--config", "config_file", type=click.Path(dir_okay=False),
                      help="TOML or YAML config; KEY=VALUE arguments override it.")(f)
-    f = click.option("--quant", type=click.Choice(["nf4", "none"]), default=None,
-                     help="nf4 = QLoRA (default); none = LoRA on the unquantized base.")(f)
+    f = click.option("--quant", type=click.Choice(["auto", "nf4", "none"]), default=None,
+                     help="auto (default): NF4 only where the unquantized run does not fit; "
+                     "nf4 = QLoRA; none = LoRA on the unquantized base.")(f)
     f = click.option("--full", is_flag=True, default=False,
                      help="Full fine-tuning (implies --quant none).")(f)
     f = click.option("--model", "model_path", required=True,

@@ -29,7 +29,11 @@ class ConfigError(SftError):
 @dataclass
 class TrainConfig:
     # model and adapter
-    quant: str = "nf4"  # nf4 = QLoRA; none = plain LoRA (or full fine-tuning with full=true)
+    quant: str = "auto"  # auto: nf4 only where the unquantized run does not fit; nf4 = QLoRA; none
+    mem_budget: str = ""  # memory quant=auto plans against, e.g. 24GiB; "" = the device's
+    quant_check: bool = True  # measure the base model's loss before and after 4-bit quantization
+    quant_check_sequences: int = 8  # packed sequences (val split, else train) it measures on
+    quant_damage_warn: float = 0.1  # warn when quantization raises that loss by this fraction
     full: bool = False
     lora_r: int = 16
     lora_alpha: int = 32
@@ -57,7 +61,8 @@ class TrainConfig:
     max_steps: int = 0  # optimizer steps; 0 = run `epochs` epochs
     seed: int = 0
     # evaluation, checkpoints, stopping
-    eval_every: int = 50
+    eval_every: int = 50  # 0 = no periodic validation
+    eval_baseline: bool = True  # validation loss of the untrained model at step 0
     eval_batches: int = 0  # 0 = the whole val split
     save_every: int = 100
     keep_checkpoints: int = 2
@@ -66,6 +71,7 @@ class TrainConfig:
     keep_best: bool = True  # with a val split, adapter/ = the best validation loss, adapter-last/ = the end
     stop_at_step: int = 0  # stop (as if killed) after this step; for resume tests and time boxes
     log_every: int = 1
+    progress_seconds: float = 30.0  # a progress line this often when stderr is not a terminal
     peak_tflops: float = 0.0  # device peak for MFU; 0 = look it up (GPUs) or report n/a
     loss_chunk: int = 1024  # supervised tokens per logits chunk (bounds logits memory)
     data_log: bool = False  # write data-rank<R>.jsonl: record ids each rank trained on, per step
@@ -73,7 +79,7 @@ class TrainConfig:
 
 
 CHOICES = {
-    "quant": ("nf4", "none"),
+    "quant": ("auto", "nf4", "none"),
     "dtype": ("auto", "bf16", "fp16", "fp32"),
     "attn": ("auto", "sdpa", "eager", "flash_attention_2"),
     "device": ("auto", "cpu", "cuda"),
@@ -96,7 +102,10 @@ RANGES = {
     "grad_accum": (1, None, True),
     "epochs": (1, None, True),
     "max_steps": (0, None, True),
-    "eval_every": (1, None, True),
+    "eval_every": (0, None, True),
+    "quant_check_sequences": (1, None, True),
+    "quant_damage_warn": (0.0, None, True),
+    "progress_seconds": (0.0, None, True),
     "eval_batches": (0, None, True),
     "save_every": (1, None, True),
     "keep_checkpoints": (1, None, True),
@@ -259,7 +268,14 @@ def _check(config: TrainConfig, given: dict[str, Any]) -> list[str]:
             if high is not None:
                 bound += f" and <= {high}"
             problems.append(f"{key}: {value} is out of range (must be {bound})")
-    if config.full and config.quant != "none":
+    if config.mem_budget:
+        from .plan import parse_size
+
+        try:
+            parse_size(config.mem_budget)
+        except SftError:
+            problems.append(f"mem_budget: {config.mem_budget!r} is not a size such as 24GiB")
+    if config.full and config.quant == "nf4":
         problems.append("full: full fine-tuning needs quant=none (a 4-bit base cannot be trained)")
     if config.full and (config.dora or config.rslora):
         problems.append("full: DoRA and rsLoRA are adapter options; drop them or full=true")

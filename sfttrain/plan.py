@@ -132,13 +132,15 @@ class Plan:
     longest: int
     notes: list[str] = field(default_factory=list)
     suggestion: str | None = None
+    quant: str = "nf4"
 
     @property
     def fits(self) -> bool | None:
         return None if self.budget is None else self.total <= self.budget
 
     def as_dict(self) -> dict[str, Any]:
-        return {"parts": self.parts, "total": self.total, "budget": self.budget,
+        return {"quant": self.quant, "parts": self.parts, "total": self.total,
+                "budget": self.budget,
                 "fits": self.fits, "tokens_per_micro_batch": self.tokens_per_micro_batch,
                 "longest_sequence": self.longest, "suggestion": self.suggestion,
                 "notes": self.notes}
@@ -190,7 +192,7 @@ def predict(
         f"activations without checkpointing {_gib(full_acts)}, with {_gib(ckpt_acts)}",
         f"{trainable:,} trainable parameters of {shape['params']:,}",
     ]
-    return Plan(parts, sum(parts.values()), None, tokens, longest, notes)
+    return Plan(parts, sum(parts.values()), None, tokens, longest, notes, quant=config.quant)
 
 
 def plan_for(
@@ -201,10 +203,27 @@ def plan_for(
     act_bytes: int = 2,
     attn: str = "sdpa",
 ) -> Plan:
-    """The plan for the real packed lengths, and the first change that makes it fit."""
+    """The plan for the real packed lengths, and the first change that makes it fit.
+
+    quant=auto is decided here as `sfttrain run` decides it: the unquantized base when its run
+    fits the budget (or no budget is given), NF4 otherwise.
+    """
+    from dataclasses import replace
+
     longest = max(lengths) if lengths else 0
+    auto = config.quant == "auto"
+    if auto:
+        unquantized = predict(shape, replace(config, quant="none"), longest, act_bytes, attn)
+        nf4 = budget is not None and unquantized.total > budget and not config.full
+        config = replace(config, quant="nf4" if nf4 else "none")
     plan = predict(shape, config, longest, act_bytes, attn)
     plan.budget = budget
+    if auto:
+        plan.notes.insert(0, (
+            f"quant=auto: NF4, the unquantized run ({_gib(unquantized.total)}) does not fit"
+            if nf4 else "quant=auto: the unquantized base (no 4-bit rounding)"
+            + (" fits" if budget is not None else
+               "; with --gpu-mem, NF4 is chosen where it would not fit")))
     if budget is None or plan.fits:
         return plan
     for label, changed, length in _alternatives(config, longest):
@@ -253,7 +272,7 @@ def _gib(n: float) -> str:
 
 
 def render(plan: Plan) -> str:
-    lines = [f"{'component':<12} {'GiB':>9}"]
+    lines = [f"quantization: {plan.quant}", f"{'component':<12} {'GiB':>9}"]
     for name, value in plan.parts.items():
         lines.append(f"{name:<12} {value / 2**30:>9.3f}")
     lines.append(f"{'total':<12} {plan.total / 2**30:>9.3f}")

@@ -20,7 +20,7 @@ import random
 import resource
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +28,10 @@ import numpy as np
 import torch
 
 from sftdata.errors import DataError
-from sftdata.shards import read_manifest
+from sftdata.shards import ShardReader, read_manifest
 
 from . import model as M
+from . import quant as Q
 from .config import TrainConfig, to_dict
 from .data import PackedBatches, eval_batches
 
@@ -79,11 +80,42 @@ def run(
     device = M.pick_device(config, local_rank)
     dtype = M.pick_dtype(config, device)
     attn = M.pick_attn(config, device)
+    pad_id = int(manifest.get("pad_id") or 0)
+    shape = _model_shape(model_dir)
+    if is_main and not resume:  # starting over: old checkpoints must not be resumed later
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)
+    ckpt = _latest_checkpoint(out) if resume else None
+    config, why = _resolve_quant(config, out, ckpt, shard_dir, shape, device, dtype)
+    if is_main:
+        say(f"sfttrain: {why}")
+    check = None
+    do_check = config.quant == "nf4" and config.quant_check and ckpt is None and is_main
+    if do_check:
+        check_split = "val" if _has_split(manifest, "val") else "train"
+        check_batches = Q.sample(shard_dir, check_split, config.quant_check_sequences,
+                                 config.micro_batch, pad_id)
+        # measured before the 4-bit model is loaded, so the two never share memory
+        unquantized = Q.unquantized_loss(model_dir, check_batches, dtype, device, attn,
+                                         _autocast(device, dtype), config)
     base = M.load_base(model_dir, config.quant, dtype, device, attn)
     model = M.prepare_for_training(base, config)
     if is_main and (message := M.eos_mismatch(manifest, model, tokenizer)):
         warn(message)
     loss_fn: torch.nn.Module = M.PackedLoss(model, attn, config.loss_chunk)
+    if do_check:
+        # the fresh adapter is a no-op (lora_B = 0): this is the quantized base's loss
+        quant_loss, supervised = Q.mean_loss(loss_fn, check_batches, device,
+                                             _autocast(device, dtype))
+        measured = isinstance(unquantized, float)
+        check = Q.QuantCheck(sum(len(b.record_ids) for b in check_batches), supervised,
+                             unquantized if measured else None, quant_loss, str(dtype)[6:],
+                             check_split, "" if measured else unquantized)
+        say(check.line())
+        plan_none = Q.predict(shape, replace(config, quant="none"),
+                              int(max(ShardReader(shard_dir, "train").lengths(), default=0)),
+                              Q.DTYPE_BYTES.get(dtype, 4)).total
+        if message := Q.damage_warning(check, config, plan_none):
+            warn(message)
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
@@ -91,7 +123,6 @@ def run(
             loss_fn, device_ids=[local_rank] if device.type == "cuda" else None
         )
 
-    pad_id = int(manifest.get("pad_id") or 0)
     train = PackedBatches(shard_dir, "train", config.micro_batch, pad_id, config.seed, rank, world)
     if train.batches_per_epoch < config.grad_accum:
         raise DataError(
@@ -100,7 +131,7 @@ def run(
             file=f"{shard_dir}/manifest.json",
             fix="lower micro_batch or grad_accum, or pack more data",
         )
-    has_val = "val" in manifest["splits"] and manifest["splits"]["val"]["sequences"] > 0
+    has_val = _has_split(manifest, "val") and config.eval_every > 0
     steps_per_epoch = train.batches_per_epoch // config.grad_accum
     total_steps = config.max_steps or steps_per_epoch * config.epochs
     effective = config.micro_batch * config.grad_accum * world
@@ -109,7 +140,6 @@ def run(
     optimizer = _make_optimizer(trainable, config)
     scheduler = _make_scheduler(optimizer, config, total_steps)
     n_trainable, _ = M.count_params(model)
-    shape = _model_shape(model_dir)
     if is_main:
         say(
             f"sfttrain: {total_steps} steps, effective batch {effective} sequences "
@@ -125,9 +155,6 @@ def run(
     state = {"step": 0, "micro": 0, "best_val": math.inf, "best_step": None, "bad_evals": 0,
              "tokens": 0}
     keep_best = config.keep_best and not config.full
-    if is_main and not resume:  # starting over: old checkpoints must not be resumed later
-        shutil.rmtree(out / "checkpoints", ignore_errors=True)
-    ckpt = _latest_checkpoint(out) if resume else None
     if ckpt is not None:
         _load_checkpoint(ckpt, model, optimizer, scheduler, state)
         if is_main:
@@ -141,11 +168,8 @@ def run(
     start_step = state["step"]
     started = time.perf_counter()
     tokens_this_run = 0
-    autocast = (
-        torch.autocast("cuda", dtype=dtype) if device.type == "cuda" and dtype != torch.float32
-        else _null_context()
-    )
-    if has_val and state["step"] == 0:  # the base model's validation loss, the baseline
+    autocast = _autocast(device, dtype)
+    if has_val and config.eval_baseline and state["step"] == 0:  # the untrained model's loss
         val_loss = evaluate(loss_fn, shard_dir, config, pad_id, rank, world, device, autocast)
         result.val.append((0, val_loss))
         state["best_val"], state["best_step"] = val_loss, 0
@@ -156,6 +180,8 @@ def run(
                                  "val_ppl": round(math.exp(min(val_loss, 50)), 4)})
     steps = range(start_step, total_steps)
     bar = progress(steps, total_steps - start_step, "train") if progress and is_main else steps
+    lines = is_main and not hasattr(bar, "set_postfix")  # a log, not a terminal: progress lines
+    last_line = -math.inf
     model.train()
     for _ in bar:
         batches = [train.batch(*divmod_epoch(state["micro"] + i, train.batches_per_epoch))
@@ -193,6 +219,12 @@ def run(
         tps = tokens_this_run / max(time.perf_counter() - started, 1e-9)
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tps:,.0f}")
+        now = time.perf_counter()
+        if lines and (now - last_line >= config.progress_seconds or step == total_steps
+                      or step == start_step + 1):
+            last_line = now
+            say(_progress_line(step, total_steps, loss, scheduler.get_last_lr()[0], tps,
+                               (now - started) / (step - start_step) * (total_steps - step)))
         if is_main and (step % config.log_every == 0 or step == total_steps):
             _append_metric(out, {"step": step, "loss": round(loss, 6),
                                  "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
@@ -239,6 +271,8 @@ def run(
         _plot_losses(out)
     summary = _summary(config, shape, tokens_this_run, elapsed, device, rss_before, train, world,
                        state, result)
+    if check is not None:
+        summary["quant_check"] = check.as_dict()
     result.summary = summary
     if is_main:
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -283,7 +317,9 @@ def _make_optimizer(params, config: TrainConfig) -> torch.optim.Optimizer:
 
 
 def _make_scheduler(optimizer, config: TrainConfig, total_steps: int):
-    warmup = config.warmup_steps or int(round(config.warmup_ratio * total_steps))
+    # ceil, not round: a short run with warmup_ratio > 0 still warms up for at least one step
+    warmup = config.warmup_steps or math.ceil(config.warmup_ratio * total_steps - 1e-9)
+    warmup = min(warmup, max(total_steps - 1, 0))
 
     def factor(step: int) -> float:
         if step < warmup:
@@ -494,11 +530,49 @@ def _summary(config, shape, tokens, elapsed, device, rss_before, train, world, s
 
 
 def _summary_line(s: dict) -> str:
-    mfu = f"{s['mfu'] * 100:.1f}%" if s["mfu"] is not None else "n/a (set peak_tflops)"
+    # MFU only where a peak FLOP/s is known (a GPU in the table, or peak_tflops=): no "n/a" noise
+    mfu = f", MFU {s['mfu'] * 100:.1f}% [{s['mfu_formula']}]" if s["mfu"] is not None else ""
     return (f"sfttrain: {s['steps']} steps ({s['stopped']}), {s['tokens']:,} tokens in "
             f"{s['seconds']:.1f}s = {s['tokens_per_s']:,.0f} tokens/s, peak memory "
-            f"{s['peak_memory_bytes'] / 2**30:.2f} GiB ({s['peak_memory_kind']}), MFU {mfu} "
-            f"[{s['mfu_formula']}]")
+            f"{s['peak_memory_bytes'] / 2**30:.2f} GiB ({s['peak_memory_kind']}){mfu}")
+
+
+def _progress_line(step: int, total: int, loss: float, lr: float, tps: float, eta: float) -> str:
+    return (f"sfttrain: step {step}/{total} loss {loss:.4f} lr {lr:.3g} {tps:,.0f} tokens/s "
+            f"ETA {_duration(eta)}")
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+def _autocast(device: torch.device, dtype: torch.dtype):
+    if device.type == "cuda" and dtype != torch.float32:
+        return torch.autocast("cuda", dtype=dtype)
+    return _null_context()
+
+
+def _has_split(manifest: dict, split: str) -> bool:
+    return split in manifest["splits"] and manifest["splits"][split]["sequences"] > 0
+
+
+def _resolve_quant(config, out, ckpt, shard_dir, shape, device, dtype):
+    """quant=auto decided once per run: a resumed run keeps the quantization it started with."""
+    if config.quant == "auto" and ckpt is not None and (out / "run.json").is_file():
+        started = json.loads((out / "run.json").read_text())["config"].get("quant")
+        if started in ("nf4", "none"):
+            return replace(config, quant=started), f"quant={started}, as the run being resumed"
+    longest = int(max(ShardReader(shard_dir, "train").lengths(), default=0))
+    quant, why = Q.resolve_quant(config, shape, longest, device, dtype)
+    world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+    if config.quant == "auto" and world > 1:  # every rank must train the same model
+        votes = torch.tensor([1.0 if quant == "nf4" else 0.0], dtype=torch.float64)
+        _all_reduce(votes, world)
+        if votes.item() > 0 and quant != "nf4":
+            quant, why = "nf4", "quant=auto: NF4, as another rank's memory requires"
+    return replace(config, quant=quant), why
 
 
 def _mean_context(train: PackedBatches) -> float:

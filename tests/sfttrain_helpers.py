@@ -149,7 +149,8 @@ def train(shards: Path, model: Path, out: Path, *overrides: str, resume: bool = 
     from sfttrain.config import build_config
     from sfttrain.train import run
 
-    config = build_config(None, ["device=cpu", "lr=0.01", "lora_r=8", "lora_alpha=16",
-                                 "warmup_steps=0", *overrides])
+    # QLoRA unless a test says otherwise: quant=auto would pick none for a model this small
+    config = build_config(None, ["device=cpu", "quant=nf4", "lr=0.01", "lora_r=8",
+                                 "lora_alpha=16", "warmup_steps=0", *overrides])
     return run(shards, model, config, out, resume=resume, say=kw.get("say", quiet),
                warn=kw.get("warn", quiet))

@@ -7,10 +7,10 @@ import pytest
 from sfttrain.config import ConfigError, TrainConfig, build_config
 
 
-def test_defaults_are_qlora():
+def test_defaults_are_lora_with_quant_auto():
     config = build_config()
     assert config == TrainConfig()
-    assert config.quant == "nf4" and not config.full and config.lora_targets == "all-linear"
+    assert config.quant == "auto" and not config.full and config.lora_targets == "all-linear"
 
 
 def test_overrides_convert_types():
@@ -50,7 +50,7 @@ def test_toml_file_with_sections_and_override(tmp_path):
 
 def test_yaml_file_bad_types(tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text("lr: fast\nepochs: 2.5\nfull: true\n")
+    path.write_text("lr: fast\nepochs: 2.5\nfull: true\nquant: nf4\n")
     with pytest.raises(ConfigError) as err:
         build_config(path)
     assert err.value.problems == [

@@ -24,7 +24,7 @@ def _free_port() -> int:
 def test_two_rank_gloo_run_matches_one_process(tmp_path):
     tiny = make_tiny_model(tmp_path / "tiny")
     shards = write_shards(tmp_path / "shards", {"train": task_records(48, seed=2)}, seq_len=64)
-    common = ["device=cpu", "lr=0.01", "lora_r=8", "lora_alpha=16", "warmup_steps=0",
+    common = ["device=cpu", "quant=nf4", "lr=0.01", "lora_r=8", "lora_alpha=16", "warmup_steps=0",
               "max_steps=4", "lora_dropout=0", "data_log=true", "save_every=100"]
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}

@@ -13,7 +13,7 @@ import torch
 from sfttrain_helpers import ROOT, TINY_CONFIG_DIR
 
 from sfttrain.config import build_config
-from sfttrain.plan import model_shape, parse_size, plan_for, predict
+from sfttrain.plan import model_shape, parse_size, plan_for, predict, render
 
 LLAMA3_8B = {"hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
              "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 128256,
@@ -30,14 +30,28 @@ def test_shape_of_llama3_8b(tmp_path):
 def test_8b_does_not_fit_24gib_without_checkpointing_and_says_what_to_change(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(LLAMA3_8B))
     shape = model_shape(tmp_path)
-    config = build_config(None, ["micro_batch=4", "grad_checkpointing=false"])
+    config = build_config(None, ["quant=nf4", "micro_batch=4", "grad_checkpointing=false"])
     plan = plan_for(shape, config, [4096, 3000, 2000], parse_size("24GiB"))
     assert plan.fits is False
     assert plan.suggestion.startswith("turn on gradient checkpointing")
-    fits = plan_for(shape, build_config(None, ["micro_batch=1"]), [2048], parse_size("24GiB"))
+    fits = plan_for(shape, build_config(None, ["quant=nf4", "micro_batch=1"]), [2048],
+                    parse_size("24GiB"))
     assert fits.fits is True and fits.suggestion is None
     # NF4 weights of an 8B model: about 3.5 GiB of linear weights + fp32 embeddings and head
     assert 5.0 < fits.parts["weights"] / 2**30 < 8.0
+
+
+def test_quant_auto_takes_nf4_only_where_the_unquantized_run_does_not_fit(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps(LLAMA3_8B))
+    shape = model_shape(tmp_path)
+    auto = build_config(None, ["micro_batch=1"])
+    big = plan_for(shape, auto, [2048], parse_size("80GiB"))
+    assert big.quant == "none" and big.fits and big.parts["weights"] / 2**30 > 14
+    small = plan_for(shape, auto, [2048], parse_size("16GiB"))
+    assert small.quant == "nf4" and small.fits and small.parts["weights"] / 2**30 < 8
+    assert "quant=auto" in render(small) and "NF4" in render(small)
+    unknown = plan_for(shape, auto, [2048], None)  # no budget: the unquantized run is shown
+    assert unknown.quant == "none" and any("quant=auto" in n for n in unknown.notes)
 
 
 def test_parse_size():
@@ -66,8 +80,8 @@ def test_plan_matches_the_tensors_training_really_keeps(tmp_path, dropout):
     from sfttrain.model import PackedLoss, load_base, prepare_for_training
 
     model_dir = _mid_model(tmp_path)
-    config = build_config(None, ["grad_checkpointing=false", f"lora_dropout={dropout}",
-                                 "lora_r=16"])
+    config = build_config(None, ["quant=nf4", "grad_checkpointing=false",
+                                 f"lora_dropout={dropout}", "lora_r=16"])
     length = 384
     plan = predict(model_shape(model_dir), config, length, act_bytes=4)
     model = prepare_for_training(
