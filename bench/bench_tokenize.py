@@ -9,7 +9,7 @@ Same data, same tokenizer, side by side in one run; medians of repeats and ratio
                with the assistant mask, then labels), same Qwen2 tokenizer and TRL training template
 
 Needs ../shared/realdata (conversations, Qwen2 vocab+merges, cl100k ranks) and, for the TRL
-column, `PIP_CONSTRAINT=constraints.txt .venv/bin/pip install trl` (bench only).
+column, TRL (the `bench` extra, in requirements.lock, so `make venv` installs it).
 
   .venv/bin/python bench/bench_tokenize.py [--quick] [--rows N] [--repeats R]
 """
