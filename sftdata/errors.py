@@ -64,3 +64,18 @@ class UsageProblem(SftError):
     """Bad flags or flag combinations discovered inside an op."""
 
     exit_code = 2
+
+
+class OutputError(DataError):
+    """An output could not be written (no space, permission, a reader that went away): names
+    the option, the path, the cause and the fix. Exit 1: the input was fine, the write was not."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, fix: str | None = None) -> None:
+        super().__init__(message, fix=fix)
+
+
+class DataPipeClosed(BrokenPipeError):
+    """The reader of the data output went away (`| head`): the command ends quietly with exit 0,
+    unless a check has already failed (then its exit code stands)."""

@@ -1,14 +1,13 @@
 """Reading and writing record tables: JSONL, JSON arrays, Parquet, Arrow IPC and CSV.
 
 ``-`` (or no path) means stdin/stdout. Input formats are sniffed from magic bytes, then the
-extension, then the first non-blank character. Writes to files are atomic (temporary file beside
-the target, then rename). Large JSONL inputs are read in byte batches so memory stays bounded.
+extension, then the first non-blank character. Writes follow the one output-path policy of
+sftdata/outputs.py (regular files atomically, pipes and devices in place). Large JSONL inputs are
+read in byte batches so memory stays bounded.
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import functools
 import io
 import json
@@ -21,6 +20,7 @@ from typing import IO, Any
 
 import polars as pl
 
+from . import outputs
 from .errors import DataError, UsageProblem
 
 STDIO = "-"
@@ -596,11 +596,15 @@ def _conformed(df: pl.DataFrame, name: str) -> pl.DataFrame:
 
 
 def output_format(path: str | os.PathLike | None, to: str | None) -> str:
+    ext = None if path in (None, STDIO) else _EXTENSIONS.get(Path(path).suffix.lower())
     if to:
+        if ext in OUTPUT_FORMATS and ext != to:
+            raise UsageProblem(
+                f"{path}: the name says {ext} but --to says {to}; rename the file or drop --to"
+            )
         return to
     if path in (None, STDIO):
         return "jsonl"
-    ext = _EXTENSIONS.get(Path(path).suffix.lower())
     if ext in OUTPUT_FORMATS:
         return ext
     if ext == "json":
@@ -612,50 +616,40 @@ def _refuse_output(path: Any, ext: str) -> str:
     raise UsageProblem(f"{path}: cannot write {ext}; use .jsonl, .parquet or .arrow, or --to")
 
 
-@contextlib.contextmanager
-def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
-    """A temporary path beside ``target``, renamed onto it only when the block succeeds."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    try:
-        yield tmp
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+def atomic_path(target: str | os.PathLike, label: str | None = None) -> Any:
+    """A path to write ``target`` through (see sftdata/outputs.py: atomic for regular files,
+    in place for pipes and devices, nothing left behind on failure)."""
+    return outputs.atomic_path(target, label)
 
 
 class TableWriter:
-    """Writes frames batch by batch to a file (atomically) or stdout.
+    """Writes frames batch by batch to an output under the policy of sftdata/outputs.py:
+    stdout, a pipe or a device in place; a regular file atomically (a temporary beside it).
 
-    All batches must share one schema (the first batch fixes it).
+    All batches must share one schema (the first batch fixes it). ``label`` names the option in
+    error messages; ``-o`` (or none) marks the data output, whose closed pipe ends quietly.
     """
 
-    def __init__(self, path: str | os.PathLike | None, fmt: str | None = None) -> None:
+    def __init__(self, path: str | os.PathLike | None, fmt: str | None = None,
+                 label: str | None = None) -> None:
         self.path = None if path in (None, STDIO) else Path(path)
+        self.label = label
         self.fmt = output_format(path, fmt)
         if self.fmt not in OUTPUT_FORMATS:
             raise UsageProblem(f"--to must be one of {', '.join(OUTPUT_FORMATS)}")
         self.rows = 0
         self._writer: Any = None
         self._schema: Any = None
-        if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-            self._fh: IO[bytes] = open(self._tmp, "wb")
-        else:
-            self._fh = sys.stdout.buffer if hasattr(sys.stdout, "buffer") else sys.stdout
+        self._closed = False
+        self._out = outputs.Output(STDIO if path is None else path, label)
+        self._fh: IO[bytes] = self._out.fh
 
     def write(self, df: pl.DataFrame) -> None:
         try:
             self._write(df)
-        except BrokenPipeError:
-            raise
-        except OSError as exc:
-            # Polars reports a closed pipe as a plain OSError; the CLI exits quietly on it.
-            if exc.errno == errno.EPIPE or "Broken pipe" in str(exc):
-                raise BrokenPipeError(errno.EPIPE, "Broken pipe") from None
+        except (OSError, pl.exceptions.PolarsError) as exc:
+            if isinstance(exc, OSError) or outputs.error_number(exc) is not None:
+                raise outputs.failure(exc, self.label, self._out.path) from None
             raise
 
     def _write(self, df: pl.DataFrame) -> None:
@@ -682,26 +676,33 @@ class TableWriter:
         self._writer.write_table(table)
 
     def close(self, ok: bool = True) -> None:
-        if not ok and self.fmt == "parquet" and self._writer is not None:
-            self._writer.close(ok=False)  # the sink stops without finishing the file
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._finish(ok)
+        except BaseException as exc:
+            self._out.close(ok=False)
+            if isinstance(exc, OSError) or (
+                isinstance(exc, pl.exceptions.PolarsError) and outputs.error_number(exc) is not None
+            ):
+                raise outputs.failure(exc, self.label, self._out.path) from None
+            raise
+        self._out.close(ok)
+
+    def _finish(self, ok: bool) -> None:
         if not ok:
+            if self.fmt == "parquet" and self._writer is not None:
+                self._writer.close(ok=False)  # the sink stops without finishing the file
             self._writer = None  # never finish a file that is about to be thrown away
-        if self._writer is not None:
-            self._writer.close()
-        elif self.fmt != "jsonl" and ok:
+            return
+        if self._writer is None and self.fmt != "jsonl":
             # An empty table still gets a valid file with the schema of an empty record frame.
             from .schema import empty_frame
 
-            self.write(empty_frame())
+            self._write(empty_frame())
+        if self._writer is not None:
             self._writer.close()
-        if self.path is None:
-            self._fh.flush()
-            return
-        self._fh.close()
-        if ok:
-            os.replace(self._tmp, self.path)
-        elif self._tmp.exists():
-            self._tmp.unlink()
 
     def __enter__(self) -> TableWriter:
         return self
@@ -710,16 +711,18 @@ class TableWriter:
         self.close(ok=exc_type is None)
 
 
-def write_table(df: pl.DataFrame, path: str | os.PathLike | None, fmt: str | None = None) -> int:
-    with TableWriter(path, fmt) as w:
+def write_table(df: pl.DataFrame, path: str | os.PathLike | None, fmt: str | None = None,
+                label: str | None = None) -> int:
+    with TableWriter(path, fmt, label) as w:
         w.write(df)
     return df.height
 
 
-def write_json(obj: Any, path: str | os.PathLike) -> None:
-    """Pretty JSON (reports, manifests, lock files), written atomically, keys in stable order."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False) + "\n")
+def write_json(obj: Any, path: str | os.PathLike, label: str | None = "--report") -> None:
+    """Pretty JSON (reports, manifests, lock files) under the output policy, keys in stable
+    order."""
+    text = json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False) + "\n"
+    outputs.write_bytes(text.encode("utf-8"), path, label)
 
 
 # --------------------------------------------------------------------------- pipelining

@@ -132,7 +132,9 @@ def test_output_format_rules():
     assert output_format("-", None) == "jsonl"
     assert output_format("x.parquet", None) == "parquet"
     assert output_format("x.arrow", None) == "arrow"
-    assert output_format("x.parquet", "jsonl") == "jsonl"
+    assert output_format("x.out", "jsonl") == "jsonl"
+    with pytest.raises(UsageProblem, match="the name says parquet but --to says jsonl"):
+        output_format("x.parquet", "jsonl")  # L15: JSONL under a .parquet name
     with pytest.raises(UsageProblem, match="cannot write csv"):
         output_format("x.csv", None)
 
