@@ -129,7 +129,8 @@ def test_unrecognized_file_is_refused_with_the_reason():
          "--roles bot=robot: 'robot' is not a role; use one of system, user, assistant, tool."),
         (["--map", "instruction"],
          "--map expects key=value pairs separated by commas, got 'instruction'"),
-        (["-o", "same.jsonl", "--rejects", "same.jsonl"], "--rejects and -o must be different files."),
+        (["-o", "same.jsonl", "--rejects", "same.jsonl"],
+             "-o same.jsonl and --rejects same.jsonl name the same file; give them different paths"),
     ],
 )
 def test_flag_combinations_are_usage_errors(args, message):

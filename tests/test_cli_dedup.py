@@ -112,7 +112,7 @@ def test_dupes_and_output_must_differ(records_file, tmp_path):
     out = tmp_path / "x.jsonl"
     result = run(str(records_file), "-o", str(out), "--dupes", str(out))
     assert result.exit_code == 2
-    assert "--dupes and --output name the same file; give them different paths." in result.stderr
+    assert f"-o {out} and --dupes {out} name the same file; give them different paths" in result.stderr
 
 
 def test_dupes_cannot_go_to_stdout(records_file):

@@ -70,7 +70,8 @@ def test_freeze_remainder_to_stdout_is_deterministic(tmp_path, held_out):
     [
         (["-n", "100", "--gold-out", "g.parquet"], "Error: -n 100 asks for more records than"),
         (["-n", "5", "--gold-out", "-"], "--gold-out must be a file (stdout carries the remainder)"),
-        (["-n", "5", "--gold-out", "g.parquet", "-o", "g.parquet"], "-o and --gold-out must be different files"),
+        (["-n", "5", "--gold-out", "g.parquet", "-o", "g.parquet"],
+         "--gold-out g.parquet and -o g.parquet name the same file; give them different paths"),
     ],
 )
 def test_freeze_usage_errors(tmp_path, held_out, monkeypatch, args, message):

@@ -1,19 +1,27 @@
 """Shared pieces of every command: option decorators, error translation, stderr reporting.
 
-Options are spelled the same everywhere (-o/--output, --to, --seed, --rejects).
+Options are spelled the same everywhere (-o/--output, --to, --seed, --rejects, --report).
+Every path a command writes goes through one policy (sftdata/outputs.py): ``check_paths`` before
+any work, the writers in sftdata/io.py while writing.
+
+Exit codes come from the outcome, never from how stderr was consumed: ``say``/``warn``/``fail``
+never raise (a closed or full stderr is silenced, not fatal), and a closed data pipe ends quietly
+with exit 0 only when no check has failed (``verdict``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import click
 
-from ..errors import SftError
+from .. import outputs
+from ..errors import CheckFailed, SftError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -46,64 +54,127 @@ def seed_option(f: F) -> F:
     return click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")(f)
 
 
+def file_option(*decls: str, help: str) -> Callable[[F], F]:
+    """An option naming a file the command writes (--rejects, --report, --dupes, --plot, --lock,
+    --gold-out): a plain path, checked by ``check_paths`` with the policy's messages."""
+    return click.option(*decls, metavar="FILE", default=None, help=help)
+
+
 def rejects_option(f: F) -> F:
-    return click.option(
-        "--rejects",
-        type=click.Path(dir_okay=False),
-        default=None,
-        help="Write rejected/dropped rows here with a `reason` column and go on.",
+    return file_option(
+        "--rejects", help="Write rejected/dropped rows here with a `reason` column and go on."
     )(f)
 
 
 def report_option(help: str) -> Callable[[F], F]:
     """`--report FILE`: the command's report as JSON (stored as `report_path`)."""
-    return click.option(
-        "--report", "report_path", type=click.Path(dir_okay=False), default=None, help=help
-    )
+    return file_option("--report", "report_path", help=help)
+
+
+def check_paths(
+    inputs: Sequence[tuple[str, Any]] = (),
+    outputs_: Sequence[tuple[str, Any]] = (),
+    dirs: Sequence[str] = (),
+) -> None:
+    """Before any work: every output against every input and every other output, and whether it
+    can be written (outputs.check). Pairs are (option label, path or paths or None); labels in
+    ``dirs`` are directory outputs. A problem is a usage error (exit 2) naming the options."""
+    outputs.check(outputs.specs(inputs), outputs.specs(outputs_, dirs))
+
+
+# --------------------------------------------------------------------------- stderr and exit codes
+
+
+def _to_stderr(message: str) -> None:
+    """Diagnostics are best effort: a closed, full or broken stderr never changes the outcome."""
+    try:
+        click.echo(message, err=True)
+    except (OSError, ValueError):
+        _silence(sys.stderr)
+
+
+def _silence(stream: Any) -> None:
+    """Point a broken standard stream at /dev/null so later writes and the flush at exit pass."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+    except (AttributeError, OSError, ValueError):
+        pass
 
 
 def say(message: str) -> None:
     """Progress, counts and warnings go to stderr; stdout carries data only."""
-    click.echo(message, err=True)
+    _to_stderr(message)
 
 
 def warn(message: str) -> None:
-    click.echo(f"Warning: {message}", err=True)
+    _to_stderr(f"Warning: {message}")
 
 
 def fail(message: str, code: int = 1) -> None:
-    click.echo(f"Error: {message}", err=True)
+    _to_stderr(f"Error: {message}")
     sys.exit(code)
 
 
+_verdicts: list[SftError] = []
+
+
+def verdict(failure: SftError | None) -> SftError | None:
+    """Record a check's outcome before its outputs are written (and return it, to raise once they
+    are): a data pipe closed while writing them must not turn the failure into exit 0."""
+    if failure is not None:
+        _verdicts.append(failure)
+    return failure
+
+
+def _open_std_descriptors() -> None:
+    """A closed stdin/stdout/stderr (`2>&-`) becomes /dev/null, so that no output file the
+    command opens takes descriptor 2 and receives some library's diagnostics."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            with contextlib.suppress(OSError):
+                null = os.open(os.devnull, os.O_RDWR)
+                if null != fd:
+                    os.dup2(null, fd)
+                    os.close(null)
+
+
 def handle_errors(f: F) -> F:
-    """Typed library errors become `Error: ...` with their exit code; a closed pipe exits 0."""
+    """Run a command with its outputs committed together; typed library errors become
+    `Error: ...` with their exit code; a closed data pipe exits 0 unless a check failed."""
 
     @functools.wraps(f)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        _verdicts.clear()
+        _open_std_descriptors()
         try:
-            return f(*args, **kwargs)
+            with outputs.together(keep_on=(CheckFailed, BrokenPipeError)):
+                return f(*args, **kwargs)
         except SftError as exc:
             fail(str(exc), exc.exit_code)
         except BrokenPipeError:
-            _quiet_broken_pipe()
+            _silence(sys.stdout)
+            if _verdicts:
+                fail(str(_verdicts[0]), _verdicts[0].exit_code)
+            sys.exit(0)
+        except click.ClickException as exc:  # a usage error found in the body; shown safely
+            if isinstance(exc, click.UsageError) and exc.ctx is None:
+                exc.ctx = click.get_current_context(silent=True)  # for its "Usage:" lines
+            try:
+                exc.show()
+            except (OSError, ValueError):
+                _silence(sys.stderr)
+            sys.exit(exc.exit_code)
 
     return wrapper  # type: ignore[return-value]
 
 
-def _quiet_broken_pipe() -> None:
-    # Python would print a traceback when flushing stdout at exit; point stdout at devnull.
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError):
-        pass
-    sys.exit(0)
-
-
 def progress(iterable: Iterable[Any], total: int | None = None, desc: str = "") -> Iterable[Any]:
     """A progress bar on stderr, only when stderr is a terminal."""
-    if not sys.stderr.isatty():
+    if sys.stderr is None or not sys.stderr.isatty():
         return iterable
     try:
         from tqdm import tqdm
@@ -121,6 +192,8 @@ def parse_key_values(text: str | None, option: str, cast: Callable[[str], Any] =
         key, sep, value = part.partition("=")
         if not sep or not key.strip():
             raise click.UsageError(f"{option} expects key=value pairs separated by commas, got {part!r}")
+        if key.strip() in out:
+            raise click.UsageError(f"{option}: {key.strip()!r} is given twice; give each name once")
         try:
             out[key.strip()] = cast(value.strip())
         except ValueError:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from ._common import (
+    check_paths,
     handle_errors,
     input_argument,
     output_options,
@@ -66,6 +67,8 @@ def balance(
     target_arg = target if target in (None, "uniform") else parse_key_values(target, "--target")
     mix_arg = parse_key_values(mix, "--mix") if mix is not None else None
     check_options(cap, target_arg, mix_arg, temperature, strategy, total)  # before reading input
+    check_paths([("INPUT", input_path)],
+                [("-o", output), ("--rejects", rejects), ("--report", report_path)])
 
     df = read_records(input_path)
     result = run_balance(
@@ -74,15 +77,15 @@ def balance(
     )
     _say_report(result.report)
     n_dropped = result.report["dropped"]
-    if n_dropped:
-        if rejects:
-            write_table(result.dropped, rejects)
+    if rejects:  # written even when empty: a stale file from an earlier run never survives
+        write_table(result.dropped, rejects, label="--rejects")
+        if n_dropped:
             say(f"{n_dropped} dropped record(s) written to {rejects}")
-        else:
-            say(f"{n_dropped} dropped record(s) not written (pass --rejects FILE to keep them)")
+    elif n_dropped:
+        say(f"{n_dropped} dropped record(s) not written (pass --rejects FILE to keep them)")
     if report_path:
-        write_json(result.report, report_path)
-    write_table(result.frame, output, to)
+        write_json(result.report, report_path, "--report")
+    write_table(result.frame, output, to, "-o")
 
 
 def _say_report(report: dict) -> None:

@@ -20,6 +20,7 @@ from ..io import (
 from ..ops.convert import Converter
 from ..schema import ROLES, TASKS
 from ._common import (
+    check_paths,
     handle_errors,
     input_argument,
     output_options,
@@ -60,7 +61,8 @@ def convert(input_path, output, to, rejects, from_, mapping, roles, template, ta
     """
     mapping = parse_key_values(mapping, "--map", str)
     role_map = parse_key_values(roles, "--roles", str)
-    _check_flags(input_path, output, rejects, from_, template, oasst_best, role_map)
+    _check_flags(from_, template, oasst_best, role_map)
+    check_paths([("INPUT", input_path)], [("-o", output), ("--rejects", rejects)])
 
     source = open_source(input_path, "conll" if from_ == "conll" else None)
     name = display_name(input_path)
@@ -70,8 +72,8 @@ def convert(input_path, output, to, rejects, from_, mapping, roles, template, ta
     )
     conv = Converter(name, from_, opts, mapping, keep_going=rejects is not None)
     with contextlib.ExitStack() as stack:  # on error both files are discarded, never half-kept
-        out = stack.enter_context(BackgroundWriter(TableWriter(output, to)))
-        rejected = stack.enter_context(TableWriter(rejects)) if rejects else None
+        out = stack.enter_context(BackgroundWriter(TableWriter(output, to, "-o")))
+        rejected = stack.enter_context(TableWriter(rejects, label="--rejects")) if rejects else None
         for batch in progress(prefetch(iter_input_batches(source)), desc="convert"):
             _write(conv.feed(batch), out, rejected)
         _write(conv.finish(), out, rejected)
@@ -90,15 +92,11 @@ def _write(part, out, rejected) -> None:
         rejected.write(part.rejects)
 
 
-def _check_flags(input_path, output, rejects, from_, template, oasst_best, role_map) -> None:
+def _check_flags(from_, template, oasst_best, role_map) -> None:
     if oasst_best and from_ not in (None, "oasst"):
         raise click.UsageError("--oasst-best only applies to OASST trees (--from oasst).")
     if template is not None and from_ not in (None, "classification", "conll"):
         raise click.UsageError("--template only applies to classification and CoNLL input.")
-    if rejects is not None and output not in (None, STDIO) and Path(rejects) == Path(output):
-        raise click.UsageError("--rejects and -o must be different files.")
-    if rejects is not None and input_path not in (None, STDIO) and Path(rejects) == Path(input_path):
-        raise click.UsageError("--rejects must not be the input file.")
     for name, role in role_map.items():
         if role not in ROLES:
             raise click.UsageError(

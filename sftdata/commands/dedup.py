@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from ..io import STDIO, display_name, read_records, write_table
 from ..text import VIEWS
-from ._common import handle_errors, input_argument, output_options, say, seed_option, warn
+from ._common import (
+    check_paths,
+    file_option,
+    handle_errors,
+    input_argument,
+    output_options,
+    say,
+    seed_option,
+    warn,
+)
 
 # Flags that only mean something to the near-duplicate stage.
 NEAR_ONLY = ("threshold", "num_perm", "ngram", "unit", "verify")
@@ -34,8 +41,7 @@ NEAR_ONLY = ("threshold", "num_perm", "ngram", "unit", "verify")
               help="Check every candidate pair by exact Jaccard of its shingles (fewer false drops).")
 @click.option("--keep", default="first", show_default=True, metavar="first|longest|COLUMN",
               help="Which record of a cluster stays: the first, the longest, or the highest COLUMN.")
-@click.option("--dupes", type=click.Path(dir_okay=False), default=None,
-              help="Write dropped records here with cluster_id, kept_id, similarity and reason.")
+@file_option("--dupes", help="Write dropped records here with cluster_id, kept_id, similarity and reason.")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Processes for MinHash (default: all cores).")
 @seed_option
@@ -53,6 +59,7 @@ def dedup(
       sftdata convert raw.json | sftdata dedup --threshold 0.8 --dupes dupes.jsonl > clean.jsonl
     """
     _check_flags(ctx, mode, output, dupes)
+    check_paths([("INPUT", input_path)], [("-o", output), ("--dupes", dupes)])
     from ..ops.dedup import dedup as run_dedup
 
     records = read_records(input_path)
@@ -60,9 +67,9 @@ def dedup(
         records, mode=mode, on=on, threshold=threshold, num_perm=num_perm, ngram=ngram,
         unit=unit, punctuation=punctuation, verify=verify, keep=keep, seed=seed, workers=workers,
     )
-    write_table(result.kept, output, to)
+    write_table(result.kept, output, to, "-o")
     if dupes:
-        write_table(result.dupes, dupes)
+        write_table(result.dupes, dupes, label="--dupes")
     _summarize(result, display_name(input_path), mode, on, threshold, num_perm, verify, dupes)
 
 
@@ -77,10 +84,8 @@ def _check_flags(ctx: click.Context, mode: str, output: str, dupes: str | None) 
             raise click.UsageError(
                 f"{flags} only apply to near-duplicate detection; drop them or use --mode near or both."
             )
-    if dupes == STDIO:
+    if dupes == STDIO and output == STDIO:
         raise click.UsageError("--dupes needs a file path; stdout carries the kept records.")
-    if dupes and output != STDIO and Path(dupes).resolve() == Path(output).resolve():
-        raise click.UsageError("--dupes and --output name the same file; give them different paths.")
 
 
 def _summarize(result, source: str, mode: str, on: str, threshold: float, num_perm: int,

@@ -17,6 +17,8 @@ import polars as pl
 from ..errors import CheckFailed, DataError
 from ..io import STDIO, open_source, read_records, read_table, write_json, write_table
 from ._common import (
+    check_paths,
+    file_option,
     handle_errors,
     input_argument,
     output_options,
@@ -24,6 +26,7 @@ from ._common import (
     report_option,
     say,
     seed_option,
+    verdict,
     warn,
 )
 
@@ -47,16 +50,17 @@ def gold() -> None:
 @gold.command()
 @input_argument
 @click.option("-n", "count", type=int, required=True, help="How many records go into the gold set.")
-@click.option("--gold-out", required=True, type=click.Path(dir_okay=False),
+@click.option("--gold-out", required=True, metavar="FILE",
               help="Where the gold set goes (.parquet, .jsonl or .arrow).")
-@click.option("--lock", "lock_path", type=click.Path(dir_okay=False), default=None,
-              help="Lock file (default: beside --gold-out, NAME.lock.json).")
+@file_option("--lock", "lock_path", help="Lock file (default: beside --gold-out, NAME.lock.json).")
 @click.option("--stratify", default="label", show_default=True,
               help="Column to sample proportionally from (ignored when it has no values).")
+@click.option("--force", is_flag=True,
+              help="Replace a gold set (or lock) that already exists at --gold-out/--lock.")
 @output_options
 @seed_option
 @handle_errors
-def freeze(input_path, count, gold_out, lock_path, stratify, output, to, seed):
+def freeze(input_path, count, gold_out, lock_path, stratify, force, output, to, seed):
     """Sample a held-out split into a hashed, locked gold set; the rest goes to the output.
 
     \b
@@ -68,9 +72,17 @@ def freeze(input_path, count, gold_out, lock_path, stratify, output, to, seed):
 
     if gold_out == STDIO:
         raise click.UsageError("--gold-out must be a file (stdout carries the remainder)")
-    if output not in (None, STDIO) and Path(output).resolve() == Path(gold_out).resolve():
-        raise click.UsageError("-o and --gold-out must be different files")
     lock_target = Path(lock_path) if lock_path else default_lock_path(gold_out)
+    check_paths([("INPUT", input_path)],
+                [("--gold-out", gold_out), ("--lock", str(lock_target)), ("-o", output)])
+    frozen = [f"{label} {path}" for label, path in (("--gold-out", gold_out), ("--lock", lock_target))
+              if os.path.lexists(path)]
+    if frozen and not force:
+        raise click.UsageError(
+            f"{' and '.join(frozen)} already exist: a frozen gold set is not replaced silently "
+            "(scores on it would no longer compare). Pass --force to replace it, or give "
+            "another --gold-out"
+        )
 
     df = read_records(input_path)
     file_sha = _file_sha256(input_path)
@@ -81,9 +93,9 @@ def freeze(input_path, count, gold_out, lock_path, stratify, output, to, seed):
     result.lock["input"]["content_sha256"] = content_sha256(record_hashes(df)) if df.height else None
     for message in result.warnings:
         warn(message)
-    write_table(result.gold, gold_out)
-    write_json(result.lock, lock_target)
-    write_table(result.remainder, output, to)
+    write_table(result.gold, gold_out, label="--gold-out")
+    write_json(result.lock, lock_target, "--lock")
+    write_table(result.remainder, output, to, "-o")
     say(f"gold: {result.gold.height} of {df.height} records -> {gold_out} (lock {lock_target}, "
         f"sha256 {result.lock['sha256'][:12]}); remainder: {result.remainder.height} records")
     if result.per_label:
@@ -111,7 +123,7 @@ def _display(path: str) -> str:
 @click.argument("gold_path", metavar="GOLD")
 @click.option("--against", "against", multiple=True, type=click.Path(dir_okay=False),
               help="Training data that must not contain any gold record (repeatable).")
-@click.option("--lock", "lock_path", type=click.Path(dir_okay=False), default=None,
+@click.option("--lock", "lock_path", metavar="FILE", default=None,
               help="Lock file (default: GOLD's NAME.lock.json).")
 @click.option("--ngram", type=int, default=13, show_default=True,
               help="N-gram size for the near-duplicate check (leakcheck).")
@@ -132,6 +144,8 @@ def verify(gold_path, against, lock_path, ngram, exact_only, report_path):
     if ngram < 1:
         raise click.UsageError("--ngram must be at least 1")
     lock_file = Path(lock_path) if lock_path else default_lock_path(gold_path)
+    check_paths([("GOLD", gold_path), ("--lock", str(lock_file)), ("--against", list(against))],
+                [("--report", report_path)])
     if not lock_file.is_file():
         raise click.UsageError(f"no lock file {lock_file}; pass --lock FILE (written by gold freeze)")
     try:
@@ -149,12 +163,13 @@ def verify(gold_path, against, lock_path, ngram, exact_only, report_path):
                          ngram=ngram)
     for message in result.warnings:
         warn(message)
+    failure = verdict(None if result.ok else CheckFailed("gold verify failed"))
     _say_lock(result.lock, gold_path)
     _say_overlap(result, trains)
     if report_path:
-        write_json(_verify_report(gold_path, lock_file, result, trains), report_path)
-    if not result.ok:
-        raise CheckFailed("gold verify failed")
+        write_json(_verify_report(gold_path, lock_file, result, trains), report_path, "--report")
+    if failure:
+        raise failure
     say(f"gold verify: ok ({gold_df.height} records match the lock; none found in "
         f"{len(trains)} training file(s))")
 
@@ -247,6 +262,8 @@ def score(gold_path, predictions_path, task, scorer, gates, show_worst, allow_mi
         thresholds.update(parse_key_values(gate, "--min", cast=float))
     if show_worst < 0:
         raise click.UsageError("--show-worst must be 0 or more")
+    check_paths([("GOLD", gold_path), ("PREDICTIONS", predictions_path)],
+                [("--report", report_path)])
     scorer_fn = _load_scorer(scorer) if scorer else None
 
     gold_df = read_records(gold_path)
@@ -260,24 +277,23 @@ def score(gold_path, predictions_path, task, scorer, gates, show_worst, allow_mi
             f"--min: no metric {', '.join(repr(n) for n in unknown)}; "
             f"available: {', '.join(result.metric_names())}"
         )
+    failed = [name for name, minimum in thresholds.items() if result.metric(name) < minimum]
+    failure = verdict(CheckFailed(f"gold score gate(s) failed: {', '.join(failed)}") if failed else None)
     _say_scores(result.report)
     worst = result.worst(show_worst)
     if show_worst:
         _say_worst(worst)
-    failed = []
     gate_rows = []
     for name, threshold in thresholds.items():
         value = result.metric(name)
-        passed = value >= threshold
+        passed = name not in failed
         gate_rows.append({"metric": name, "min": threshold, "value": value, "passed": passed})
         say(f"gate {name} >= {threshold:g}: {value:.4f} {'ok' if passed else 'FAILED'}")
-        if not passed:
-            failed.append(name)
     if report_path:
         report = dict(result.report, worst=worst.to_dicts(), gates=gate_rows)
-        write_json(report, report_path)
-    if failed:
-        raise CheckFailed(f"gold score gate(s) failed: {', '.join(failed)}")
+        write_json(report, report_path, "--report")
+    if failure:
+        raise failure
 
 
 def _load_scorer(spec: str):

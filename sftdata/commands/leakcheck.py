@@ -14,7 +14,16 @@ from typing import Any
 import click
 
 from ..errors import CheckFailed, UsageProblem
-from ._common import handle_errors, output_options, rejects_option, report_option, say, warn
+from ._common import (
+    check_paths,
+    handle_errors,
+    output_options,
+    rejects_option,
+    report_option,
+    say,
+    verdict,
+    warn,
+)
 
 SPLIT_REFERENCES = ("val", "test", "gold")
 SPLIT_SUFFIXES = (".parquet", ".arrow", ".jsonl")
@@ -76,6 +85,8 @@ def leakcheck(
     check_params(on=on, ngram=ngram, min_ngram=min_ngram, frequent_cutoff=frequent_cutoff,
                  near_threshold=near_threshold, num_perm=num_perm, min_overlap=min_overlap)
     train_path, sources = plan_inputs(input_path, against)
+    check_paths([("TRAIN", train_path), ("--against", list(sources.values()))],
+                [("-o", output if drop else None), ("--rejects", rejects), ("--report", report_path)])
 
     train = read_records(train_path)
     references = {name: read_records(path) for name, path in sources.items()}
@@ -86,6 +97,18 @@ def leakcheck(
     )
     flagged = set(result.contaminated_ids) | (set(result.low_confidence_ids) if strict else set())
     say_summary(result, strict)
+    failure = None
+    if threshold is not None:
+        limit = threshold[0] if threshold[1] == "count" else threshold[0] / 100 * train.height
+        if len(flagged) > limit:
+            share = len(flagged) / max(train.height, 1)
+            failure = verdict(CheckFailed(
+                f"leakcheck failed: {len(flagged)} contaminated record(s) ({share:.2%}) "
+                f"exceed --fail-on {fail_on}"
+            ))
+    if report_path:
+        write_json(build_report(result, strict), report_path, "--report")
+        say(f"report written to {report_path}")
 
     if drop:
         outcome = drop_until_clean(
@@ -94,7 +117,7 @@ def leakcheck(
             num_perm=num_perm, min_overlap=min_overlap, near=not no_near,
         )
         kept, dropped = outcome.kept, outcome.dropped
-        write_table(kept, output, to)
+        write_table(kept, output, to, "-o")
         later = dropped.height - outcome.first_dropped
         if later:
             say(f"{later} more record(s) contaminated once the first ones were dropped (their "
@@ -106,21 +129,12 @@ def leakcheck(
         say(f"dropped {dropped.height} contaminated record(s) of {train.height}; "
             f"wrote {kept.height}")
         if rejects:
-            write_table(dropped, rejects)
+            write_table(dropped, rejects, label="--rejects")
             say(f"{dropped.height} dropped record(s) written to {rejects} with a reason")
         elif dropped.height:
             say("dropped records not written (pass --rejects FILE to keep them)")
-    if report_path:
-        write_json(build_report(result, strict), report_path)
-        say(f"report written to {report_path}")
-    if threshold is not None:
-        limit = threshold[0] if threshold[1] == "count" else threshold[0] / 100 * train.height
-        if len(flagged) > limit:
-            share = len(flagged) / max(train.height, 1)
-            raise CheckFailed(
-                f"leakcheck failed: {len(flagged)} contaminated record(s) ({share:.2%}) "
-                f"exceed --fail-on {fail_on}"
-            )
+    if failure:
+        raise failure
 
 
 def check_no_output_flags(output: bool, to: bool, rejects: bool) -> None:

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
+from .. import outputs
 from ..errors import DataError
 from ..shards import ROWS_PER_FILE
-from ._common import handle_errors, input_argument, progress, rejects_option, say, warn
+from ._common import check_paths, handle_errors, input_argument, progress, rejects_option, say, warn
 
 if TYPE_CHECKING:
     from ..ops.pack import PackResult
@@ -22,8 +19,8 @@ if TYPE_CHECKING:
 @click.command()
 @input_argument
 @click.option(
-    "-o", "--output", "output", required=True, type=click.Path(file_okay=False),
-    help="Shard directory to write (built beside it, then renamed into place).",
+    "-o", "--output", "output", required=True, metavar="DIR",
+    help="Shard directory to write (built beside it, then swapped in as a whole).",
 )
 @click.option("--seq-len", type=int, default=2048, show_default=True, help="Tokens per sequence.")
 @click.option(
@@ -69,8 +66,7 @@ def pack(
     if seq_len < 1:
         raise click.UsageError(f"--seq-len must be at least 1, got {seq_len}.")
     target = Path(output)
-    if target.exists() and not target.is_dir():
-        raise click.UsageError(f"{output} exists and is not a directory.")
+    check_paths([("INPUT", input_path)], [("-o", output), ("--rejects", rejects)], dirs=["-o"])
     if target.is_dir() and any(target.iterdir()) and not force:
         raise click.UsageError(
             f"{output} exists and is not empty; pass --force to replace it."
@@ -86,7 +82,8 @@ def pack(
         warn(message)
     if not result.splits:
         if rejects:
-            write_table(result.dropped, rejects)
+            with outputs.immediately():  # kept although the command fails: it says why
+                write_table(result.dropped, rejects, label="--rejects")
         kinds = ", ".join(f"{k} {v}" for k, v in sorted(result.report.dropped.items()))
         raise DataError(
             f"all {result.report.rows_in} rows were dropped ({kinds}); nothing to pack",
@@ -94,7 +91,8 @@ def pack(
             fix="raise --seq-len or change --truncation; --rejects FILE shows every reason",
         )
 
-    with _building(target) as tmp:
+    with outputs.building_dir(target, "-o") as build:
+        tmp = build.path
         splits = {}
         for name, packed in result.splits.items():
             writer = ShardWriter(tmp, name, rows_per_file=rows_per_file)
@@ -104,30 +102,8 @@ def pack(
             splits[name] = writer.close(seq_len)
         write_manifest(tmp, {**result.manifest(), "splits": splits})
     if rejects:
-        write_table(result.dropped, rejects)
+        write_table(result.dropped, rejects, label="--rejects")
     _report(result, splits, output, rejects)
-
-
-@contextlib.contextmanager
-def _building(target: Path) -> Iterator[Path]:
-    """A temporary sibling directory renamed onto ``target`` only when the block succeeds.
-
-    An existing target (checked empty or --force by the caller) is moved aside first and removed
-    after the rename, so an interrupted run never leaves half a shard set under the final name.
-    """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    old = target.with_name(f".{target.name}.old-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        yield tmp
-        if target.exists():
-            os.replace(target, old)
-        os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _report(result: PackResult, splits: dict, output: str, rejects: str | None) -> None:

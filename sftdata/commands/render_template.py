@@ -5,7 +5,15 @@ from __future__ import annotations
 import click
 
 from ..io import read_records, write_table
-from ._common import handle_errors, input_argument, output_options, rejects_option, say, warn
+from ._common import (
+    check_paths,
+    handle_errors,
+    input_argument,
+    output_options,
+    rejects_option,
+    say,
+    warn,
+)
 
 
 def _variables(pairs: tuple[str, ...]) -> dict[str, str]:
@@ -49,6 +57,7 @@ def render_template(
     from ..templates import TemplateError, load_template
 
     extra = _variables(variables)
+    check_paths([("INPUT", input_path)], [("-o", output), ("--rejects", rejects)])
     try:
         template = load_template(template_spec)
     except TemplateError as exc:
@@ -60,9 +69,9 @@ def render_template(
     )
     if result.dropped_columns:
         warn(f"dropped stale column(s) {', '.join(result.dropped_columns)}: tokenize again")
-    write_table(result.records, output, to)
+    write_table(result.records, output, to, "-o")
     if rejects is not None:
-        write_table(result.rejects, rejects)
+        write_table(result.rejects, rejects, label="--rejects")
     say(
         f"render-template: {df.height} rows in, {result.records.height} rendered, "
         f"{result.rejects.height} rejected (template {template.name}, {template.hash[:12]})"

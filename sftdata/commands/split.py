@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
 
+from .. import outputs
 from ..io import STDIO, read_records, write_json, write_table
 from ._common import (
+    check_paths,
     handle_errors,
     input_argument,
     output_options,
@@ -46,8 +49,9 @@ _EXTENSION = {"parquet": "parquet", "jsonl": "jsonl", "arrow": "arrow"}
 def split(input_path, ratios, stratify, group_by, report_path, output, to, seed, rejects):
     """Assign records to splits, stable as the dataset grows.
 
-    -o names a directory that gets one file per split (DIR/train.parquet, ...);
-    without -o the `split` column is set on the records written to stdout.
+    -o names a directory that gets one file per split (DIR/train.parquet, ...), replaced
+    together (never half old, half new; other files in DIR stay); without -o the `split`
+    column is set on the records written to stdout.
 
     \b
     Example:
@@ -63,8 +67,11 @@ def split(input_path, ratios, stratify, group_by, report_path, output, to, seed,
             f"-o {output}: split writes a directory (one file per split); "
             "for one file with a `split` column, redirect stdout instead: sftdata split ... > all.jsonl"
         )
-    if to_dir and Path(output).exists() and not Path(output).is_dir():
-        raise click.UsageError(f"-o {output}: exists and is not a directory")
+    check_paths(
+        [("INPUT", input_path)],
+        [("-o", output), ("--rejects", rejects), ("--report", report_path)],
+        dirs=["-o"] if to_dir else [],
+    )
 
     df = read_records(input_path)
     group_col = group_by if group_by is not None else default_group_column(df)
@@ -73,30 +80,31 @@ def split(input_path, ratios, stratify, group_by, report_path, output, to, seed,
         warn(message)
     _say_report(result.report)
 
-    if result.unselected.height:
-        if rejects:
-            write_table(result.unselected, rejects)
+    if rejects:  # written even when empty: a stale file from an earlier run never survives
+        write_table(result.unselected, rejects, label="--rejects")
+        if result.unselected.height:
             say(f"{result.unselected.height} unselected record(s) written to {rejects}")
-        else:
-            say(f"{result.unselected.height} unselected record(s) not written (pass --rejects FILE to keep them)")
-    if to_dir:
-        fmt = to or "parquet"
-        written = set()
-        for name, part in result.parts().items():
-            target = Path(output) / f"{name}.{_EXTENSION[fmt]}"
-            write_table(part, target, fmt)
-            written.add(target.name)
-        say(f"wrote {len(written)} split file(s) to {Path(output)}/")
-        stale = sorted(
-            p.name for p in Path(output).iterdir()
-            if p.suffix.lstrip(".") in _EXTENSION and p.name not in written
-        )
-        if stale:
-            warn(f"{Path(output)}/ also holds {', '.join(stale)} from an earlier run; left as is")
-    else:
-        write_table(result.frame, STDIO, to)
+    elif result.unselected.height:
+        say(f"{result.unselected.height} unselected record(s) not written (pass --rejects FILE to keep them)")
     if report_path:
-        write_json(result.report, report_path)
+        write_json(result.report, report_path, "--report")
+    if to_dir:
+        _write_dir(result.parts(), Path(output), to or "parquet")
+    else:
+        write_table(result.frame, STDIO, to, "-o")
+
+
+def _write_dir(parts: dict, output: Path, fmt: str) -> None:
+    """One file per split, swapped in together; other files already in the directory stay."""
+    names = {f"{name}.{_EXTENSION[fmt]}" for name in parts}
+    before = set(os.listdir(output)) if output.is_dir() else set()
+    with outputs.building_dir(output, "-o", keep_others=True) as build:
+        for name, part in parts.items():
+            write_table(part, build.path / f"{name}.{_EXTENSION[fmt]}", fmt, "-o")
+    say(f"wrote {len(names)} split file(s) to {output}/")
+    stale = sorted(n for n in before - names if Path(n).suffix.lstrip(".") in _EXTENSION)
+    if stale:
+        warn(f"{output}/ also holds {', '.join(stale)} from an earlier run; left as is")
 
 
 def _say_report(report: dict) -> None:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
-from ..io import read_records, write_json, write_table
+from ..io import atomic_path, read_records, write_json, write_table
 from ._common import (
+    check_paths,
+    file_option,
     handle_errors,
     input_argument,
     output_options,
@@ -47,8 +51,7 @@ from ._common import (
     help="Rows over --max-len: keep the start (right, default), keep the end (left), drop, fail.",
 )
 @report_option(help="Write the truncation and length report here as JSON.")
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
-              help="Write a histogram of tokens per record here as PNG.")
+@file_option("--plot", "plot_path", help="Write a histogram of tokens per record here as PNG.")
 @output_options
 @rejects_option
 @handle_errors
@@ -70,6 +73,10 @@ def tokenize(
         raise click.UsageError("--special applies to tiktoken tokenizers only.")
     if plot_path is not None and not plot_path.lower().endswith(".png"):
         raise click.UsageError("--plot writes a PNG; give a file name ending in .png.")
+    check_paths([("INPUT", input_path),
+                 ("--tokenizer", tokenizer_spec if os.path.isfile(tokenizer_spec) else None)],
+                [("-o", output), ("--rejects", rejects), ("--report", report_path),
+                 ("--plot", plot_path)])
     from ..ops.tokenize import plot_lengths
     from ..ops.tokenize import tokenize as op
     from ..tokenizers import TokenizerError, load_tokenizer, parse_specials
@@ -91,13 +98,14 @@ def tokenize(
     if unsupervised and rejects is None:
         first = result.rejects.filter(result.rejects["reason"].str.contains("no supervised"))
         raise _no_supervised_error(unsupervised, first["reason"][0])
-    write_table(result.records, output, to)
+    write_table(result.records, output, to, "-o")
     if rejects is not None:
-        write_table(result.rejects, rejects)
+        write_table(result.rejects, rejects, label="--rejects")
     if report_path:
-        write_json(report, report_path)
+        write_json(report, report_path, "--report")
     if plot_path:
-        plot_lengths(result.lengths, plot_path, max_len)
+        with atomic_path(plot_path, "--plot") as tmp:
+            plot_lengths(result.lengths, str(tmp), max_len)
     _summarize(report, rejects)
 
 

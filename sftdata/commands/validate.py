@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from ..errors import CheckFailed
-from ._common import handle_errors, input_argument, report_option, say
+from ._common import check_paths, handle_errors, input_argument, report_option, say, verdict
 
 SHOWN_IDS = 5
 
@@ -31,13 +33,16 @@ def validate(input_path: str, suite: str, report_path: str | None) -> None:
     from ..io import display_name, read_records, write_json
     from ..ops.validate import validate as run_validate
 
+    check_paths([("INPUT", input_path), ("--suite", suite if os.path.isfile(suite) else None)], [("--report", report_path)])
     loaded = load_suite(suite)  # a bad --suite is reported before the input is read
     df = read_records(input_path)
     result = run_validate(df, loaded)
-    if report_path:
-        write_json(result.to_dict(), report_path)
-    name = display_name(input_path)
     total, failed = len(result.outcomes), len(result.failed)
+    failure = verdict(CheckFailed(f"{failed} of {total} expectations failed in suite {result.suite}")
+                      if failed else None)
+    if report_path:
+        write_json(result.to_dict(), report_path, "--report")
+    name = display_name(input_path)
     say(
         f"validate: {name}: {result.rows} rows, suite {result.suite} ({result.suite_path}): "
         f"{total - failed} of {total} expectations passed"
@@ -53,8 +58,8 @@ def validate(input_path: str, suite: str, report_path: str | None) -> None:
             say(f"  {outcome.unexpected_count} {rows} ({outcome.unexpected_percent:.1f}%): {_examples(outcome)}")
         elif outcome.observed_value is not None:
             say(f"  observed: {outcome.observed_value!r}")
-    if failed:
-        raise CheckFailed(f"{failed} of {total} expectations failed in suite {result.suite}")
+    if failure:
+        raise failure
 
 
 def _examples(outcome) -> str:
