@@ -202,3 +202,28 @@ def test_freeze_from_stdin_keeps_a_content_hash(tmp_path, held_out):
     assert lock["input"]["file"] == "<stdin>" and lock["input"]["sha256"] is None
     assert len(lock["input"]["content_sha256"]) == 64 and lock["input"]["records"] == 40
     assert len(result.stdout.splitlines()) == 37
+
+
+def test_lock_that_is_not_an_object_is_a_data_error(tmp_path, frozen):
+    """L20: a lock holding `[1,2]` gave AttributeError: 'list' object has no attribute 'get'."""
+    lock = tmp_path / "list.lock.json"
+    lock.write_text("[1, 2]\n")
+    result = invoke("verify", frozen, "--lock", lock)
+    assert result.exit_code == 1
+    assert result.stderr == (f"Error: {lock}: not a lock file: a JSON list, expected an object. "
+                             "Fix: restore the lock file from version control (gold freeze writes it)\n")
+
+
+def test_score_scorer_that_raises_and_two_stdins(tmp_path, frozen, monkeypatch):
+    """L21: a --scorer that raises gave a traceback; `gold score - -` said 'missing column(s) messages'."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bad_scorer.py").write_text("def score(prediction, reference, record):\n    raise ValueError('no')\n")
+    preds = tmp_path / "preds.jsonl"
+    preds.write_text("".join(json.dumps({"id": f"r{i}", "prediction": "pos"}) + "\n" for i in range(40)))
+    result = invoke("score", frozen, preds, "--scorer", "bad_scorer:score", "--allow-missing")
+    assert result.exit_code == 1
+    assert "Error: --scorer bad_scorer:score failed on gold record " in result.stderr
+    assert "(ValueError: no). Fix: the scorer is called as f(prediction, reference, record)" in result.stderr
+    both = invoke("score", "-", "-", data=preds.read_bytes())
+    assert both.exit_code == 2
+    assert "Error: GOLD and PREDICTIONS cannot both read stdin; give one as a file" in both.stderr

@@ -207,3 +207,11 @@ def test_drop_output_passes_a_second_check(tmp_path):
     assert "dropped 3 contaminated record(s) of 4; wrote 1" in result.stderr
     again = run([str(out), "--against", bench, *knobs, "--fail-on", "0"])
     assert again.exit_code == 0, again.output
+
+
+def test_min_ngram_above_ngram_is_a_usage_error(files):
+    """M14: `--min-ngram 50` (above --ngram 13) made exact copies low-confidence and --fail-on 0 passed."""
+    _, train, bench = files
+    result = run([train, "--against", bench, "--min-ngram", "50", "--fail-on", "0"])
+    assert result.exit_code == 2
+    assert "Error: --min-ngram 50 must be at most --ngram 13." in result.stderr

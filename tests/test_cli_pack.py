@@ -76,6 +76,9 @@ def test_flag_combinations_and_existing_output_are_usage_errors(records, tmp_pat
     result = run(records, "-o", tmp_path / "s", "--seq-len", 0)
     assert result.exit_code == 2
     assert "Error: --seq-len must be at least 1, got 0." in result.output
+    result = run(records, "-o", tmp_path / "s", "--seq-len", 10_000_000_000)  # L25: cost 2.1 GB
+    assert result.exit_code == 2
+    assert "Error: --seq-len must be at most 16,777,216 (2**24), got 10000000000." in result.output
     result = run(records)
     assert result.exit_code == 2
     assert "Missing option '-o' / '--output'" in result.output

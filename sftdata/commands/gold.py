@@ -153,6 +153,10 @@ def verify(gold_path, against, lock_path, ngram, exact_only, report_path):
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DataError(f"unreadable lock ({exc})", file=str(lock_file),
                         fix="restore the lock file from version control") from None
+    if not isinstance(lock, dict):
+        raise DataError(f"not a lock file: a JSON {type(lock).__name__}, expected an object",
+                        file=str(lock_file),
+                        fix="restore the lock file from version control (gold freeze writes it)")
     if not against:
         warn("no --against files: only the lock is checked")
     gold_df = read_records(gold_path)
@@ -262,9 +266,11 @@ def score(gold_path, predictions_path, task, scorer, gates, show_worst, allow_mi
         thresholds.update(parse_key_values(gate, "--min", cast=float))
     if show_worst < 0:
         raise click.UsageError("--show-worst must be 0 or more")
+    if gold_path == STDIO and predictions_path == STDIO:
+        raise click.UsageError("GOLD and PREDICTIONS cannot both read stdin; give one as a file")
     check_paths([("GOLD", gold_path), ("PREDICTIONS", predictions_path)],
                 [("--report", report_path)])
-    scorer_fn = _load_scorer(scorer) if scorer else None
+    scorer_fn = _guarded(_load_scorer(scorer), scorer) if scorer else None
 
     gold_df = read_records(gold_path)
     predictions = read_table(open_source(predictions_path))
@@ -310,6 +316,23 @@ def _load_scorer(spec: str):
     if not callable(fn):
         raise click.UsageError(f"--scorer: {module_name!r} has no function {attr!r}")
     return fn
+
+
+def _guarded(fn, spec: str):
+    """A scorer that raises becomes a data error naming it and the record, not a traceback."""
+
+    def call(prediction, reference, record):
+        try:
+            return fn(prediction, reference, record)
+        except Exception as exc:
+            rid = record.get("id") if isinstance(record, dict) else None
+            raise DataError(
+                f"--scorer {spec} failed" + (f" on gold record {rid}" if rid else "")
+                + f" ({type(exc).__name__}: {exc})",
+                fix="the scorer is called as f(prediction, reference, record) and must return a number",
+            ) from None
+
+    return call
 
 
 def _fmt(value: Any) -> str:

@@ -82,6 +82,8 @@ def leakcheck(
     if not drop:
         check_no_output_flags(output != STDIO, to is not None, rejects is not None)
     threshold = parse_fail_on(fail_on)
+    if 1 <= ngram < min_ngram:  # M14: exact copies would all be low-confidence and --fail-on would pass
+        raise click.UsageError(f"--min-ngram {min_ngram} must be at most --ngram {ngram}.")
     check_params(on=on, ngram=ngram, min_ngram=min_ngram, frequent_cutoff=frequent_cutoff,
                  near_threshold=near_threshold, num_perm=num_perm, min_overlap=min_overlap)
     train_path, sources = plan_inputs(input_path, against)

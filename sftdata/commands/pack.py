@@ -12,6 +12,8 @@ from ..errors import DataError
 from ..shards import ROWS_PER_FILE
 from ._common import check_paths, handle_errors, input_argument, progress, rejects_option, say, warn
 
+MAX_SEQ_LEN = 1 << 24  # L25: 1e10 cost 2.1 GB and wrote seq_len 10,000,000,000 to the manifest
+
 if TYPE_CHECKING:
     from ..ops.pack import PackResult
 
@@ -65,6 +67,8 @@ def pack(
         raise click.UsageError("--no-pack and --strategy cannot be used together.")
     if seq_len < 1:
         raise click.UsageError(f"--seq-len must be at least 1, got {seq_len}.")
+    if seq_len > MAX_SEQ_LEN:
+        raise click.UsageError(f"--seq-len must be at most {MAX_SEQ_LEN:,} (2**24), got {seq_len}.")
     target = Path(output)
     check_paths([("INPUT", input_path)], [("-o", output), ("--rejects", rejects)], dirs=["-o"])
     if target.is_dir() and any(target.iterdir()) and not force:
