@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from sftdata.commands._common import handle_errors, progress, say, warn
+from sftdata.commands._common import handle_errors, progress, say, verdict, warn
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -89,11 +89,14 @@ def plan(shards, model_path, full, quant, config_file, overrides, gpu_mem, act_b
     budget = P.parse_size(gpu_mem) if gpu_mem else None
     lengths = ShardReader(shards, "train").lengths().tolist()
     result = P.plan_for(P.model_shape(model_path), config, lengths, budget, int(act_bytes))
-    click.echo(json.dumps(result.as_dict(), indent=2) if as_json else P.render(result))
-    if result.fits is False:
-        from sftdata.errors import CheckFailed
+    from sftdata.errors import CheckFailed
 
-        raise CheckFailed("the run does not fit; see the suggestion above")
+    # the verdict before the plan is printed: `sfttrain plan ... | head` must not turn it into 0
+    failure = verdict(CheckFailed("the run does not fit; see the suggestion above")
+                      if result.fits is False else None)
+    click.echo(json.dumps(result.as_dict(), indent=2) if as_json else P.render(result))
+    if failure:
+        raise failure
 
 
 @cli.command()

@@ -467,3 +467,19 @@ def test_gold_freeze_does_not_replace_a_frozen_set_silently(data, tmp_path):
     forced = run(*args, "--seed", 7, "--force")
     assert forced.exit_code == 0, forced.output
     assert (tmp_path / "g.lock.json").read_bytes() != before[1]
+
+
+def test_sfttrain_plan_that_does_not_fit_exits_1_with_stdout_closed(tmp_path, monkeypatch):
+    """H1 for sfttrain's gate: `sfttrain plan ... | head -1` exited 0 on a plan that does not fit."""
+    from sfttrain_helpers import task_records, write_shards
+
+    from sfttrain.cli import cli as sfttrain_cli
+
+    tiny = ROOT / "fixtures" / "models" / "tiny-llama"  # plan reads config.json only
+    shards = write_shards(tmp_path / "shards", {"train": task_records(4)})
+    monkeypatch.setattr(sys, "stdout", BrokenStream())
+    monkeypatch.setattr(sys, "stderr", BrokenStream())
+    with pytest.raises(SystemExit) as exc:
+        sfttrain_cli.main(["plan", str(shards), "--model", str(tiny), "--gpu-mem", "1MiB"],
+                          prog_name="sfttrain")
+    assert exc.value.code == 1
