@@ -25,7 +25,7 @@ from typing import Any
 
 import polars as pl
 
-from .errors import DataError, UsageProblem
+from .errors import DataError, UsageProblem, json_problem
 from .schema import ROLES
 
 # A wheel carries the suites inside the package (setup.py copies them); a checkout or an
@@ -191,7 +191,7 @@ def load_suite(spec: str) -> Suite:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise DataError(
-            f"broken JSON ({exc.msg} at column {exc.colno})", file=name, line=exc.lineno,
+            json_problem(exc), file=name, line=exc.lineno,
             fix="a suite is a JSON object with an 'expectations' list",
         ) from None
     if not isinstance(doc, dict) or not isinstance(doc.get("expectations"), list):

@@ -79,3 +79,15 @@ class OutputError(DataError):
 class DataPipeClosed(BrokenPipeError):
     """The reader of the data output went away (`| head`): the command ends quietly with exit 0,
     unless a check has already failed (then its exit code stands)."""
+
+
+def json_problem(exc: ValueError) -> str:
+    """'broken JSON (Expecting value at column 3)' from a json.JSONDecodeError (or orjson's):
+    one wording everywhere, without the doubled 'at' of messages like 'Unterminated string
+    starting at' (L7)."""
+    msg = getattr(exc, "msg", None) or str(exc).split(": line ")[0]
+    colno = getattr(exc, "colno", None)
+    if colno is None:
+        return f"broken JSON ({msg})"
+    msg = msg[: -len(" at")] if msg.endswith(" at") else msg
+    return f"broken JSON ({msg} at column {colno})"

@@ -21,7 +21,7 @@ from typing import IO, Any
 import polars as pl
 
 from . import outputs
-from .errors import DataError, UsageProblem
+from .errors import DataError, UsageProblem, json_problem
 
 STDIO = "-"
 OUTPUT_FORMATS = ("jsonl", "parquet", "arrow")
@@ -262,7 +262,7 @@ def parse_json_line(raw: bytes, name: str, lineno: int) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise DataError(
-            f"broken JSON ({exc.msg} at column {exc.colno})",
+            json_problem(exc),
             file=name,
             line=lineno,
             fix="repair or remove the line, or pass --rejects FILE to skip bad rows",
@@ -302,7 +302,7 @@ def read_json_array(source: Source) -> list[Any]:
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
         raise DataError(
-            f"broken JSON ({exc.msg} at column {exc.colno})", file=source.name, line=exc.lineno,
+            json_problem(exc), file=source.name, line=exc.lineno,
             fix="repair the JSON (a JSON array of objects, or one object per line as JSONL)",
         ) from None
     return obj if isinstance(obj, list) else [obj]

@@ -50,6 +50,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from .errors import DataError, json_problem
+
 FORMAT = "sftdata-shards"
 FORMAT_VERSION = 1
 LABEL_PAD = -100
@@ -65,8 +67,16 @@ SHARD_SCHEMA = pa.schema(
 )
 
 
-class ShardFormatError(ValueError):
-    """A shard directory that is missing, of another version, or inconsistent."""
+PACK_FIX = "run `sftdata pack TOKENS -o DIR` again and point at DIR"
+
+
+class ShardFormatError(DataError, ValueError):
+    """A shard directory that is missing, of another version, or inconsistent: a data error
+    (exit 1) naming the file, the row (1-based, in that file) and field, and the fix."""
+
+    def __init__(self, message: str, **where: Any) -> None:
+        where.setdefault("fix", PACK_FIX)
+        super().__init__(message, **where)
 
 
 # --------------------------------------------------------------------------- identity
@@ -268,21 +278,232 @@ def write_manifest(out_dir: str | os.PathLike, manifest: dict[str, Any]) -> Path
 
 
 # --------------------------------------------------------------------------- reading
+#
+# Every reader of a shard directory (sfttrain run/plan/generate, sftdata inspect) goes through
+# read_manifest and ShardReader: whatever is wrong with the directory (no manifest, broken JSON,
+# another version, a missing, truncated or corrupted file, sequences whose lengths disagree, token
+# ids outside the vocabulary) is a ShardFormatError naming the file, the row (1-based, in that
+# file) and field, and the fix; never a traceback and never a crash half-way through training.
 
 
 def read_manifest(shard_dir: str | os.PathLike) -> dict[str, Any]:
-    path = Path(shard_dir) / "manifest.json"
+    root = Path(shard_dir)
+    path = root / "manifest.json"
+    if not root.is_dir():
+        raise ShardFormatError("not a directory", file=str(shard_dir))
     if not path.is_file():
-        raise ShardFormatError(f"{shard_dir}: no manifest.json; is this a `sftdata pack` output?")
-    manifest = json.loads(path.read_text())
+        empty = not any(root.iterdir())
+        raise ShardFormatError(
+            "no manifest.json, so not a `sftdata pack` output"
+            + (" (the directory is empty)" if empty else ""),
+            file=str(shard_dir),
+        )
+    try:
+        manifest = json.loads(path.read_bytes().decode("utf-8"))
+    except OSError as exc:
+        raise ShardFormatError(f"cannot read ({exc.strerror or exc})", file=str(path)) from None
+    except UnicodeDecodeError as exc:
+        raise ShardFormatError(f"invalid UTF-8 at byte {exc.start}", file=str(path)) from None
+    except json.JSONDecodeError as exc:
+        raise ShardFormatError(
+            json_problem(exc), file=str(path), line=exc.lineno
+        ) from None
+    except RecursionError:
+        raise ShardFormatError("JSON nested too deeply", file=str(path)) from None
+    if not isinstance(manifest, dict):
+        raise ShardFormatError(
+            f"not a shard manifest: a JSON {_json_kind(manifest)}, not an object", file=str(path)
+        )
     if manifest.get("format") != FORMAT:
-        raise ShardFormatError(f"{path}: not an sftdata shard manifest")
+        raise ShardFormatError("not an sftdata shard manifest", file=str(path), field="format")
     if manifest.get("format_version") != FORMAT_VERSION:
         raise ShardFormatError(
-            f"{path}: shard format version {manifest.get('format_version')} is not supported "
-            f"(this reader knows version {FORMAT_VERSION}); re-run `sftdata pack`"
+            f"shard format version {manifest.get('format_version')} is not supported "
+            f"(this reader knows version {FORMAT_VERSION})",
+            file=str(path), field="format_version", fix="re-run `sftdata pack` with this version",
         )
+    problems = _manifest_problems(manifest)
+    if problems:
+        raise ShardFormatError("; ".join(problems), file=str(path))
     return manifest
+
+
+def _json_kind(value: Any) -> str:
+    return {list: "array", str: "string", bool: "boolean", type(None): "null"}.get(
+        type(value), "number"
+    )
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _manifest_problems(manifest: dict[str, Any]) -> list[str]:
+    """Every structural problem of a manifest (all of them, not the first)."""
+    problems = []
+    seq_len = manifest.get("seq_len")
+    if not _is_int(seq_len) or seq_len < 1:
+        problems.append(f"field 'seq_len': expected a positive integer, got {seq_len!r}")
+    for key in ("pad_id", "eos_id"):
+        value = manifest.get(key)
+        if value is not None and (not _is_int(value) or value < 0):
+            problems.append(f"field '{key}': expected a token id (integer >= 0), got {value!r}")
+    tokenizer = manifest.get("tokenizer")
+    if tokenizer is not None and not isinstance(tokenizer, dict):
+        problems.append("field 'tokenizer': expected an object")
+    elif tokenizer and tokenizer.get("vocab_size") is not None and (
+        not _is_int(tokenizer["vocab_size"]) or tokenizer["vocab_size"] < 1
+    ):
+        problems.append(f"field 'tokenizer.vocab_size': expected a positive integer, "
+                        f"got {tokenizer['vocab_size']!r}")
+    splits = manifest.get("splits")
+    if not isinstance(splits, dict) or not splits:
+        problems.append("field 'splits': expected an object with at least one split")
+        return problems
+    for name, entry in splits.items():
+        files = entry.get("files") if isinstance(entry, dict) else None
+        if not isinstance(files, list):
+            problems.append(f"field 'splits.{name}.files': expected a list of files")
+            continue
+        for i, f in enumerate(files):
+            at = f"splits.{name}.files[{i}]"
+            if not isinstance(f, dict):
+                problems.append(f"field '{at}': expected an object")
+                continue
+            rel = f.get("path")
+            if not isinstance(rel, str) or not rel or Path(rel).is_absolute() or ".." in Path(rel).parts:
+                problems.append(f"field '{at}.path': expected a path inside the directory, got {rel!r}")
+            if not _is_int(f.get("rows")) or f["rows"] < 0:
+                problems.append(f"field '{at}.rows': expected an integer >= 0, got {f.get('rows')!r}")
+            if not isinstance(f.get("sha256"), str):
+                problems.append(f"field '{at}.sha256': expected a sha256 hex string")
+    return problems
+
+
+def verify_checksums(shard_dir: str | os.PathLike, splits: list[str] | None = None) -> int:
+    """Check every shard file's sha256 against the manifest (all splits, or those named).
+
+    Returns the number of files checked. Raises ShardFormatError (a DataError, exit 1) naming the
+    file, the expected and the actual sha256 and the fix, for the first file that differs or is
+    missing. For `sfttrain run` to call before training (M7).
+    """
+    root = Path(shard_dir)
+    manifest = read_manifest(root)
+    checked = 0
+    for name in splits if splits is not None else list(manifest["splits"]):
+        if name not in manifest["splits"]:
+            raise ShardFormatError(
+                f"no split {name!r} (have: {', '.join(manifest['splits'])})",
+                file=str(root / "manifest.json"), field="splits",
+            )
+        for entry in manifest["splits"][name]["files"]:
+            _verify_file(root / entry["path"], entry["sha256"])
+            checked += 1
+    return checked
+
+
+def _verify_file(path: Path, expected: str) -> None:
+    try:
+        actual = file_sha256(path)
+    except FileNotFoundError:
+        raise ShardFormatError("missing: the manifest lists this file", file=str(path)) from None
+    except OSError as exc:
+        raise ShardFormatError(f"cannot read ({exc.strerror or exc})", file=str(path)) from None
+    if actual != expected:
+        raise ShardFormatError(
+            f"checksum differs from the manifest (expected sha256 {expected}, actual {actual}): "
+            "the file was changed or damaged after `sftdata pack`",
+            file=str(path),
+        )
+
+
+def _open_table(path: Path, entry: dict[str, Any]) -> pa.Table:
+    """One shard file, memory-mapped and checked: schema, row count, Arrow structure (offsets,
+    UTF-8), and that each row's columns agree in length."""
+    if not path.is_file():
+        raise ShardFormatError("missing: the manifest lists this file", file=str(path))
+    try:
+        source = pa.memory_map(str(path), "r")
+        table = pa.ipc.open_file(source).read_all()
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise ShardFormatError(
+            f"not a readable Arrow IPC file, truncated or corrupted ({str(exc).splitlines()[0]})",
+            file=str(path),
+        ) from None
+    if not table.schema.equals(SHARD_SCHEMA):
+        try:
+            found = (f"columns {table.schema.names} with types "
+                     f"{[str(t) for t in table.schema.types]}")
+        except (UnicodeDecodeError, pa.ArrowException):  # a damaged schema block
+            found = "damaged column names"
+        raise ShardFormatError(
+            f"{found} are not the shard schema {SHARD_SCHEMA.names}", file=str(path)
+        )
+    if table.num_rows != entry["rows"]:
+        raise ShardFormatError(
+            f"{table.num_rows} rows, the manifest says {entry['rows']}", file=str(path)
+        )
+    try:
+        table.validate(full=True)
+    except (pa.ArrowException, ValueError) as exc:
+        raise ShardFormatError(
+            f"corrupted Arrow data ({str(exc).splitlines()[0]})", file=str(path)
+        ) from None
+    return table
+
+
+_CHECKED: set[tuple[Any, ...]] = set()
+
+
+def _file_key(path: Path, entry: dict[str, Any], seq_len: int) -> tuple[Any, ...]:
+    st = path.stat()
+    return (str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns, entry["sha256"], seq_len)
+
+
+def _check_rows(table: pa.Table, path: Path, seq_len: int) -> None:
+    """Row-level consistency, vectorized: the first offending row is named (1-based)."""
+
+    def lens(name: str) -> np.ndarray:
+        col = table.column(name).combine_chunks()
+        return np.diff(col.offsets.to_numpy()).astype(np.int64)
+
+    def values(name: str) -> np.ndarray:
+        return table.column(name).combine_chunks().values.to_numpy(zero_copy_only=False)
+
+    def fail(rows: np.ndarray, message: str, field: str) -> None:
+        raise ShardFormatError(message, file=str(path), row=int(np.flatnonzero(rows)[0]) + 1,
+                               field=field)
+
+    n_ids = lens("input_ids")
+    if (bad := n_ids != lens("labels")).any():
+        fail(bad, "labels and input_ids differ in length", "labels")
+    if (bad := n_ids > seq_len).any():
+        fail(bad, f"{n_ids[bad][0]} tokens, longer than seq_len {seq_len}", "input_ids")
+    n_docs = lens("doc_lens")
+    if (bad := n_docs != lens("record_ids")).any():
+        fail(bad, "one record id per document is required", "record_ids")
+    doc_lens = values("doc_lens").astype(np.int64)
+    if doc_lens.size and (bad_doc := doc_lens < 1).any():
+        row = np.searchsorted(np.cumsum(n_docs), np.flatnonzero(bad_doc)[0], side="right")
+        fail(np.arange(n_ids.size) == row, "a document length is below 1", "doc_lens")
+    offsets = np.concatenate([[0], np.cumsum(n_docs)])
+    summed = np.concatenate([[0], np.cumsum(doc_lens)])
+    if (bad := summed[offsets[1:]] - summed[offsets[:-1]] != n_ids).any():
+        fail(bad, "doc_lens do not sum to the number of tokens", "doc_lens")
+    # token ids: only the lower bound is the shard's to check (vocab_size counts tokens, and
+    # tiktoken's special ids lie beyond it); the model's embedding size is checked by sfttrain
+    ids = values("input_ids")
+    labels = values("labels")
+    ends = np.cumsum(n_ids)
+    for name, column, bad_at in (
+        ("input_ids", ids, ids < 0),
+        ("labels", labels, (labels < 0) & (labels != LABEL_PAD)),
+    ):
+        if column.size and bad_at.any():
+            at = int(np.flatnonzero(bad_at)[0])
+            row = int(np.searchsorted(ends, at, side="right"))
+            what = "token id" if name == "input_ids" else f"label (neither {LABEL_PAD} nor a token id)"
+            fail(np.arange(n_ids.size) == row, f"{what} {int(column[at])} is negative", name)
 
 
 class ShardReader:
@@ -290,6 +511,9 @@ class ShardReader:
 
     ``reader[i]`` -> {"input_ids": int64 array, "labels": int64 array, "doc_lens": int64 array,
     "record_ids": list[str]}.
+
+    Opening checks every file of the split (structure, row counts, lengths, token ids; the sha256
+    too with ``verify=True``), so a damaged directory fails here with a data error, not later.
     """
 
     def __init__(self, shard_dir: str | os.PathLike, split: str = "train", verify: bool = False):
@@ -297,17 +521,22 @@ class ShardReader:
         self.manifest = read_manifest(self.root)
         if split not in self.manifest["splits"]:
             raise ShardFormatError(
-                f"{shard_dir}: no split {split!r} (have: {', '.join(self.manifest['splits'])})"
+                f"no split {split!r} (have: {', '.join(self.manifest['splits'])})",
+                file=str(shard_dir), fix="pass one of those splits",
             )
         self.split = split
         self.seq_len = int(self.manifest["seq_len"])
         self._tables: list[pa.Table] = []
         for entry in self.manifest["splits"][split]["files"]:
             path = self.root / entry["path"]
-            if verify and file_sha256(path) != entry["sha256"]:
-                raise ShardFormatError(f"{path}: checksum differs from the manifest")
-            source = pa.memory_map(str(path), "r")
-            self._tables.append(pa.ipc.open_file(source).read_all())
+            if verify:
+                _verify_file(path, entry["sha256"])
+            table = _open_table(path, entry)
+            key = _file_key(path, entry, self.seq_len)
+            if key not in _CHECKED:  # a run opens its splits many times (eval): check once
+                _check_rows(table, path, self.seq_len)
+                _CHECKED.add(key)
+            self._tables.append(table)
         self._starts = np.cumsum([0] + [t.num_rows for t in self._tables])
 
     def __len__(self) -> int:

@@ -134,7 +134,10 @@ def test_usage_and_data_errors(shards, tmp_path):
     assert "Error: --tokenizer is only used with --index." in result.output
     result = run(tmp_path)
     assert result.exit_code == 1
-    assert f"Error: {tmp_path}: no manifest.json; is this a `sftdata pack` output?" in result.output
+    assert result.output == (
+        f"Error: {tmp_path}: no manifest.json, so not a `sftdata pack` output (the directory is "
+        "empty). Fix: run `sftdata pack TOKENS -o DIR` again and point at DIR\n"
+    )
 
 
 def test_verify_reports_changed_files(shards, tmp_path):

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ..errors import DataError, UsageProblem
+from ..errors import UsageProblem
 from ._common import handle_errors, warn
 
 if TYPE_CHECKING:
@@ -53,16 +53,13 @@ def inspect(
       sftdata pack tokens.jsonl -o shards/ && sftdata inspect shards/ --index 0 --tokenizer tok/
     """
     from ..ops.inspect import format_sequence, format_summary, sequence_view, summary
-    from ..shards import ShardFormatError, read_manifest
+    from ..shards import read_manifest
 
     if tokenizer is not None and index is None:
         raise click.UsageError("--tokenizer is only used with --index.")
     if as_json and color is not None:
         raise click.UsageError("--color and --no-color cannot be used with --json.")
-    try:
-        manifest = read_manifest(shard_dir)
-    except ShardFormatError as exc:
-        raise DataError(str(exc), fix="point inspect at a directory written by `sftdata pack`") from None
+    manifest = read_manifest(shard_dir)  # a ShardFormatError is a DataError naming file and fix
     names = list(manifest.get("splits", {}))
     if split is not None and split not in names:
         raise UsageProblem(f"--split {split}: no such split in {shard_dir} (have: {', '.join(names)})")
@@ -112,12 +109,9 @@ def inspect(
 
 
 def _reader(shard_dir: str, split: str, verify: bool = False) -> ShardReader:
-    from ..shards import ShardFormatError, ShardReader
+    from ..shards import ShardReader
 
-    try:
-        return ShardReader(shard_dir, split, verify=verify)
-    except (ShardFormatError, OSError) as exc:
-        raise DataError(str(exc), fix="re-run `sftdata pack`; the shard files were changed") from None
+    return ShardReader(shard_dir, split, verify=verify)
 
 
 def _load_decoder(path: str) -> tuple[Callable[[list[int]], str], str, str | None]:
