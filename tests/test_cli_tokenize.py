@@ -67,11 +67,11 @@ def test_rows_left_without_supervision_fail_unless_rejects(tmp_path):
     result = run(path, "-t", TINY_HF, "--max-len", 20)
     assert result.exit_code == 1
     assert result.stdout == ""
-    assert (
-        "Error: 1 row(s) would have no supervised token (no supervised token left after right "
-        "truncation to 20). Fix: pass --rejects FILE to drop them with a reason, raise --max-len, "
-        "or change --train-on"
-    ) in result.stderr
+    assert result.stderr == (
+        f"Error: {path}, row 1: no supervised token left after right truncation to 20; 1 row(s) "
+        "in all would have none. Fix: pass --rejects FILE to drop them with a reason, raise "
+        "--max-len, or change --train-on\n"
+    )
     rejects = tmp_path / "rej.jsonl"
     result = run(path, "-t", TINY_HF, "--max-len", 20, "--rejects", rejects)
     assert result.exit_code == 0
@@ -84,7 +84,8 @@ def test_fail_policy_exits_1_naming_the_row(tmp_path):
     path = rendered_file(tmp_path, chat("hi", "yo"), chat("q " * 40, "a"))
     result = run(path, "-t", TINY_HF, "--max-len", 20, "--truncation", "fail")
     assert result.exit_code == 1
-    assert f"{path}, row 1: field 'text':" in result.stderr and "longer than --max-len 20" in result.stderr
+    # rows count from 1 (L3): the second row is row 2
+    assert f"{path}, row 2: field 'text':" in result.stderr and "longer than --max-len 20" in result.stderr
 
 
 def test_unrendered_input_is_a_data_error(tmp_path):

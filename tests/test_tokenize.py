@@ -113,7 +113,7 @@ def test_truncation_right_left_drop_fail_with_accounting(hf):
     assert trained_text(hf, left.records.row(1, named=True)) == "ok<|im_end|>"
     drop = tokenize(df, hf, max_len=max_len, truncation="drop")
     assert drop.report["rows_too_long_dropped"] == 2 and drop.records.height == 1
-    with pytest.raises(DataError, match=rf"row 0: field 'text': {n[0]} tokens, longer than --max-len {max_len}"):
+    with pytest.raises(DataError, match=rf"row 1: field 'text': {n[0]} tokens, longer than --max-len {max_len}"):
         tokenize(df, hf, max_len=max_len, truncation="fail")
     assert right.report["length_before_truncation"]["max"] == max(n)
 

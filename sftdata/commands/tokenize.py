@@ -96,8 +96,8 @@ def tokenize(
     report = result.report
     unsupervised = report["rows_no_supervised"]
     if unsupervised and rejects is None:
-        first = result.rejects.filter(result.rejects["reason"].str.contains("no supervised"))
-        raise _no_supervised_error(unsupervised, first["reason"][0])
+        raise _no_supervised_error(unsupervised, result.rejects, result.reject_rows,
+                                   None if input_path == "-" else input_path)
     write_table(result.records, output, to, "-o")
     if rejects is not None:
         write_table(result.rejects, rejects, label="--rejects")
@@ -109,13 +109,19 @@ def tokenize(
     _summarize(report, rejects)
 
 
-def _no_supervised_error(count: int, reason: str) -> Exception:
+def _no_supervised_error(count: int, rejects, rows: list[int], source: str | None) -> Exception:
+    """The first row left with nothing to train, numbered from 1, and what to do about it."""
     from ..errors import DataError
 
-    return DataError(
-        f"{count} row(s) would have no supervised token ({reason})",
-        fix="pass --rejects FILE to drop them with a reason, raise --max-len, or change --train-on",
-    )
+    reasons = rejects["reason"].to_list()
+    at = next(i for i, r in enumerate(reasons) if "no supervised token" in r)
+    fix = "pass --rejects FILE to drop them with a reason, raise --max-len, or change --train-on"
+    if "no assistant turn" in reasons[at]:
+        fix = ("records without an answer (prompts) are input for `sfttrain generate`, not for "
+               "training; pass --rejects FILE to drop them with a reason, or --train-prompt to "
+               "train on the whole text")
+    return DataError(f"{reasons[at]}; {count} row(s) in all would have none",
+                     file=source or "<stdin>", row=rows[at] + 1, fix=fix)
 
 
 def _summarize(report: dict, rejects: str | None) -> None:

@@ -38,6 +38,7 @@ class TokenizeResult:
     rejects: pl.DataFrame  # rows dropped, with a `reason`
     report: dict[str, Any]
     lengths: np.ndarray = field(repr=False)  # token count of every row before truncation
+    reject_rows: list[int] = field(default_factory=list)  # input row (0-based) of each reject
 
 
 def trained_spans(spans: list[dict[str, Any]], policy: str) -> list[dict[str, Any]]:
@@ -57,10 +58,21 @@ def chosen_char_spans(
 ) -> list[list[tuple[int, int]]]:
     """Per row, the character ranges a policy trains: :func:`trained_spans` computed by Polars
     on the exploded column (turning list<struct> into Python dicts was the slowest step)."""
+    out: list[list[tuple[int, int]]] = [[] for _ in range(spans.len())]
+    inner = spans.dtype.inner if isinstance(spans.dtype, pl.List) else None
+    if not isinstance(inner, pl.Struct):
+        # no row has an assistant span: JSONL gives List(Null), an empty file String (M10)
+        if spans.null_count() == spans.len() or (
+            isinstance(spans.dtype, pl.List) and (spans.list.len().fill_null(0) == 0).all()
+        ):
+            return out
+        raise DataError(
+            f"the spans column is {spans.dtype}, not a list of spans", field="spans",
+            fix="run the records through `sftdata render-template` first",
+        )
     flat = (
         pl.DataFrame({"s": spans}).with_row_index("row").explode("s").drop_nulls("s").unnest("s")
     )
-    out: list[list[tuple[int, int]]] = [[] for _ in range(spans.len())]
     if flat.height == 0:
         return out
     keep = pl.col("weight").is_null() | (pl.col("weight") > 0)
@@ -115,14 +127,21 @@ def tokenize(
 
     lo, hi = offsets[:-1].copy(), offsets[1:].copy()
     reasons: dict[int, str] = {}
+    no_spans = (
+        np.zeros(len(texts), dtype=bool) if train_prompt or df.height == 0
+        else _span_counts(df["spans"]) == 0
+    )
     for row in np.flatnonzero(supervised_before == 0):
-        reasons[int(row)] = f"no supervised token (train-on {train_on})"
+        reasons[int(row)] = (
+            "no supervised token (no assistant turn to train)" if no_spans[row]
+            else f"no supervised token (train-on {train_on})"
+        )
     too_long = np.flatnonzero(lengths > max_len) if max_len is not None else np.zeros(0, np.int64)
     too_long = np.array([r for r in too_long if int(r) not in reasons], dtype=np.int64)
     if too_long.size and truncation == "fail":
         row = int(too_long[0])
         raise DataError(
-            f"{lengths[row]} tokens, longer than --max-len {max_len}", file=source, row=row,
+            f"{lengths[row]} tokens, longer than --max-len {max_len}", file=source, row=row + 1,
             field="text", fix="raise --max-len or choose --truncation right, left or drop",
         )
     if too_long.size and truncation == "drop":
@@ -159,7 +178,13 @@ def tokenize(
     )
     report = _report(df.height, records, rejects, lengths, truncated, lost, max_len, truncation)
     report["tokenizer"] = tokenizer.info()
-    return TokenizeResult(records, rejects, report, lengths)
+    return TokenizeResult(records, rejects, report, lengths, dropped)
+
+
+def _span_counts(spans: pl.Series) -> np.ndarray:
+    if not isinstance(spans.dtype, pl.List):
+        return np.zeros(spans.len(), dtype=np.int64)
+    return spans.list.len().fill_null(0).to_numpy().astype(np.int64)
 
 
 def _merge(parts: list[Encoded]) -> Encoded:
