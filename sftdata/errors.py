@@ -91,3 +91,14 @@ def json_problem(exc: ValueError) -> str:
         return f"broken JSON ({msg})"
     msg = msg[: -len(" at")] if msg.endswith(" at") else msg
     return f"broken JSON ({msg} at column {colno})"
+
+
+def json_kind(value: object) -> str:
+    """The JSON name of a parsed value's type: object, array, string, number, boolean, null."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    return {dict: "object", list: "array", str: "string"}.get(type(value), type(value).__name__)

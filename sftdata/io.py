@@ -21,7 +21,7 @@ from typing import IO, Any
 import polars as pl
 
 from . import outputs
-from .errors import DataError, UsageProblem, json_problem
+from .errors import DataError, UsageProblem, json_kind, json_problem
 
 STDIO = "-"
 OUTPUT_FORMATS = ("jsonl", "parquet", "arrow")
@@ -280,7 +280,7 @@ def locate_bad_line(chunk: bytes, first_line: int, name: str) -> DataError:
             return exc
         if not isinstance(obj, dict):
             return DataError(
-                f"expected a JSON object, got {type(obj).__name__}",
+                f"expected a JSON object, got {json_kind(obj)}",
                 file=name,
                 line=first_line + offset,
                 fix="each line must be one JSON object",
@@ -330,7 +330,7 @@ def read_table(source: Source, schema_overrides: dict[str, pl.DataType] | None =
         for i, row in enumerate(rows):
             if not isinstance(row, dict):
                 raise DataError(
-                    f"expected a JSON object, got {type(row).__name__}", file=source.name, row=i,
+                    f"expected a JSON object, got {json_kind(row)}", file=source.name, row=i + 1,
                     fix="the array must hold objects",
                 )
         if not rows:

@@ -50,7 +50,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from .errors import DataError, json_problem
+from .errors import DataError, json_kind, json_problem
 
 FORMAT = "sftdata-shards"
 FORMAT_VERSION = 1
@@ -312,7 +312,7 @@ def read_manifest(shard_dir: str | os.PathLike) -> dict[str, Any]:
         raise ShardFormatError("JSON nested too deeply", file=str(path)) from None
     if not isinstance(manifest, dict):
         raise ShardFormatError(
-            f"not a shard manifest: a JSON {_json_kind(manifest)}, not an object", file=str(path)
+            f"not a shard manifest: a JSON {json_kind(manifest)}, not an object", file=str(path)
         )
     if manifest.get("format") != FORMAT:
         raise ShardFormatError("not an sftdata shard manifest", file=str(path), field="format")
@@ -326,12 +326,6 @@ def read_manifest(shard_dir: str | os.PathLike) -> dict[str, Any]:
     if problems:
         raise ShardFormatError("; ".join(problems), file=str(path))
     return manifest
-
-
-def _json_kind(value: Any) -> str:
-    return {list: "array", str: "string", bool: "boolean", type(None): "null"}.get(
-        type(value), "number"
-    )
 
 
 def _is_int(value: Any) -> bool:

@@ -76,3 +76,14 @@ def test_the_hint_is_used_and_a_new_key_or_type_falls_back_to_inference():
 def test_missing_keys_are_null():
     assert frame_of(b'{"a": "x", "b": "y"}\n{"a": "z"}\n').to_dicts() == [
         {"a": "x", "b": "y"}, {"a": "z", "b": None}]
+
+
+def test_a_line_that_is_not_an_object_goes_the_row_path():
+    """M2: `null` would be a row of nulls (and crashed pyarrow as the first line)."""
+    from sftdata.jsonl_arrow import read_jsonl_frame
+
+    for chunk in (b'null\n{"a": "x"}\n', b'{"a": "x"}\nnull\n', b'{"a": "x"}\n  [1]\n',
+                  b'{"a": "x"}\n42'):
+        assert read_jsonl_frame(chunk) == (None, None)
+    frame, _ = read_jsonl_frame(b'{"a": "x"}\n\n  {"a": "y"}\n')
+    assert frame.to_dicts() == [{"a": "x"}, {"a": "y"}]

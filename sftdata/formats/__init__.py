@@ -10,6 +10,7 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
+from ..errors import json_kind
 from . import (
     alpaca,
     benchmarks,
@@ -61,7 +62,7 @@ def detect(row: Any) -> str | None:
 def explain_unknown(row: Any) -> str:
     """Why a row's shape was not recognized, naming pre-tokenized data and registries."""
     if not isinstance(row, dict):
-        return f"a JSON {type(row).__name__} is not a record"
+        return f"a JSON {json_kind(row)} is not a record"
     keys = ", ".join(list(row)[:8]) or "none"
     if "input_ids" in row:
         return f"already tokenized data (keys: {keys}), not conversations"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..errors import json_kind
 from ._base import Options, RowProblem, make_message, record
 
 NAME = "prompts"
@@ -20,6 +21,6 @@ def matches(row: Any) -> bool:
 
 def to_records(row: Any, opts: Options) -> list[dict[str, Any]]:
     if not isinstance(row, str):
-        raise RowProblem(None, f"expected a JSON string, got {type(row).__name__}",
+        raise RowProblem(None, f"expected a JSON string, got {json_kind(row)}",
                          "write one JSON string per line, or force the format with --from")
     return [record([make_message("user", row, "prompt")], opts)]

@@ -12,7 +12,7 @@ from typing import Any
 
 import polars as pl
 
-from ..errors import DataError, UsageProblem
+from ..errors import DataError, UsageProblem, json_kind
 from ..formats import FORMATS, Options, RowProblem, detect, explain_unknown, oasst
 from ..io import InputBatch, RawRow
 from ..schema import RECORD_SCHEMA
@@ -78,9 +78,10 @@ class Converter:
     def feed(self, batch: InputBatch) -> BatchResult:
         if self.fmt is None and batch.first is not None:
             first = batch.first
-            if first.error is not None and self.keep_going:
+            if (first.error is not None or _not_a_row(first.value)) and self.keep_going:
                 # an unreadable first row is rejected like any other; detect from the next
-                first = next((r for r in batch.rows() if r.error is None), None)
+                first = next((r for r in batch.rows()
+                              if r.error is None and not _not_a_row(r.value)), None)
             if first is not None:
                 self.fmt = self._detect(first)
         adapter = FORMATS[self.fmt] if self.fmt else None
@@ -98,10 +99,13 @@ class Converter:
             if raw.error is not None:
                 self._problem(raw, raw.error, rejects)
                 continue
+            value = self._rename_row(raw.value)
+            if _not_a_row(value) or (not isinstance(value, dict) and self.fmt != "prompts"):
+                self._problem(raw, self._error(raw, _not_an_object(value)), rejects)  # M2
+                continue
             if adapter is None:  # every row so far was unreadable; this one is the first good
                 self.fmt = self._detect(raw)
                 adapter = FORMATS[self.fmt]
-            value = self._rename_row(raw.value)
             if self.fmt == "oasst" and (oasst.is_flat(value) or self._flat):
                 self._flat.append(RawRow(value, raw.line, raw.row, raw.raw))
                 continue
@@ -150,6 +154,8 @@ class Converter:
     def _detect(self, first: RawRow) -> str:
         if first.error is not None:
             raise first.error
+        if _not_a_row(first.value):
+            raise self._error(first, _not_an_object(first.value))
         value = self._rename_row(first.value)
         missing = [src for src in self.mapping.values()
                    if not isinstance(first.value, dict) or src not in first.value]
@@ -190,6 +196,16 @@ class Converter:
         reason = DataError(error.message, field=error.field)
         rejects.append({"file": self.file, "line": raw.line, "row": raw.row,
                         "reason": str(reason), "original": raw.original_text()})
+
+
+def _not_a_row(value: Any) -> bool:
+    """null, an array, a number or a boolean: no format reads it (a string is a bare prompt)."""
+    return not isinstance(value, (dict, str))
+
+
+def _not_an_object(value: Any) -> RowProblem:
+    return RowProblem(None, f"expected a JSON object, got {json_kind(value)}",
+                      "make each row one JSON object, or pass --rejects FILE to skip bad rows")
 
 
 def _records_frame(records: list[dict[str, Any]]) -> pl.DataFrame:
