@@ -176,7 +176,9 @@ def fast(frame: pl.DataFrame, opts: Options) -> pl.DataFrame | None:
     fields = {f.name: f.dtype for f in dtype.inner.fields}
     if set(fields) - set(MESSAGE_FIELDS):
         return None
-    if fields.get("content") != pl.String or not set(frame.columns) <= set(RECORD_COLUMNS):
+    if fields.get("role") != pl.String or fields.get("content") != pl.String or not set(
+        frame.columns
+    ) <= set(RECORD_COLUMNS):
         return None
     for name in ("id", "source", "task", "label", "group", "split", "meta"):
         if name in frame.columns and frame.schema[name] not in (pl.String, pl.Null):
@@ -190,8 +192,10 @@ def fast(frame: pl.DataFrame, opts: Options) -> pl.DataFrame | None:
     messages = conform(frame.select("messages"))["messages"]
     msgs = messages.explode()
     role, content = msgs.struct.field("role"), msgs.struct.field("content")
-    if msgs.null_count() or content.null_count() or not role.is_in(list(ROLES)).all():
-        return None  # aliases, unknown roles, empty lists: the row path decides
+    # is_in(...).all() skips nulls: a missing or null role must go the row path too (M3)
+    if (msgs.null_count() or content.null_count() or role.null_count()
+            or not role.is_in(list(ROLES)).all()):
+        return None  # aliases, unknown or missing roles, empty lists: the row path decides
     if ((role == "assistant") & (content.str.strip_chars() == "")).any():
         return None
     elem = pl.element().struct

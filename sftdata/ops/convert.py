@@ -99,10 +99,16 @@ class Converter:
             if raw.error is not None:
                 self._problem(raw, raw.error, rejects)
                 continue
-            value = self._rename_row(raw.value)
+            value = raw.value
             if _not_a_row(value) or (not isinstance(value, dict) and self.fmt != "prompts"):
                 self._problem(raw, self._error(raw, _not_an_object(value)), rejects)  # M2
                 continue
+            if shadowed := self._shadowed(value):
+                problem = RowProblem(shadowed, self._shadow_message(shadowed),
+                                     self._shadow_fix(shadowed) + ", or pass --rejects FILE")
+                self._problem(raw, self._error(raw, problem), rejects)
+                continue
+            value = self._rename_row(value)
             if adapter is None:  # every row so far was unreadable; this one is the first good
                 self.fmt = self._detect(raw)
                 adapter = FORMATS[self.fmt]
@@ -161,6 +167,9 @@ class Converter:
                    if not isinstance(first.value, dict) or src not in first.value]
         if missing:
             raise UsageProblem(f"--map: column {missing[0]!r} is not in {self.file}")
+        if shadowed := self._shadowed(first.value):
+            raise UsageProblem(f"{self._shadow_message(shadowed, self.file)}; "
+                               f"{self._shadow_fix(shadowed)}")
         fmt = detect(value)
         if fmt is None:
             raise DataError(
@@ -175,6 +184,22 @@ class Converter:
         if not self._rename or not isinstance(value, dict):
             return value
         return {self._rename.get(k, k): v for k, v in value.items()}
+
+    def _shadowed(self, value: Any) -> str | None:
+        """A column that a --map target would replace (M4: its values would go nowhere)."""
+        if not self._rename or not isinstance(value, dict):
+            return None
+        return next((dst for src, dst in self._rename.items()
+                     if src in value and value.get(dst) is not None and dst not in self._rename),
+                    None)
+
+    def _shadow_message(self, column: str, where: str = "the row") -> str:
+        return (f"--map {column}={self.mapping[column]}: {where} has a column {column!r} too, "
+                "and its values would be lost")
+
+    def _shadow_fix(self, column: str) -> str:
+        return (f"map it to another name as well (--map {column}={self.mapping[column]},"
+                f"original_{column}={column}; unknown names go to meta)")
 
     def _rename_frame(self, frame: pl.DataFrame) -> pl.DataFrame | None:
         if not self._rename:
