@@ -308,6 +308,51 @@ def read_json_array(source: Source) -> list[Any]:
     return obj if isinstance(obj, list) else [obj]
 
 
+def _read_csv(source: Source, sep: str) -> pl.DataFrame:
+    """A CSV/TSV file as text columns. An empty file is 0 rows, like an empty JSONL (M5); a
+    file Polars refuses is described by the first bad line Python's csv module finds (L9)."""
+    data = source.read_bytes()
+    if not data.strip():
+        return pl.DataFrame()
+    try:
+        return pl.read_csv(io.BytesIO(data), separator=sep, infer_schema=False)
+    except (pl.exceptions.ComputeError, pl.exceptions.NoDataError) as exc:
+        raise _csv_problem(data, sep, source.name, exc) from None
+
+
+def _csv_problem(data: bytes, sep: str, name: str, exc: Exception) -> DataError:
+    import csv
+
+    kind = "TSV" if sep == "\t" else "CSV"
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as bad:
+        line = data[: bad.start].count(b"\n") + 1
+        return DataError(f"invalid UTF-8 at byte {bad.start}", file=name, line=line,
+                         fix="re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)")
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep, strict=True)
+    width = None
+    start = 1
+    try:
+        for fields in reader:
+            start, row_start = reader.line_num + 1, start
+            if width is None:
+                width = len(fields)
+            elif fields and len(fields) != width:
+                return DataError(
+                    f"{len(fields)} fields, the header has {width}", file=name, line=row_start,
+                    fix=f"quote fields that contain {'tabs' if sep == chr(9) else 'commas'}, "
+                        "or repair the line",
+                )
+    except csv.Error as err:
+        return DataError(f"malformed {kind} ({err})", file=name, line=start,
+                         fix='close the quote (a quote inside a field is written ""), or repair '
+                             "the line")
+    first = str(exc).split("Original error:")[-1].strip(" `\n")
+    return DataError(f"unreadable {kind} ({first.splitlines()[0] if first else exc})", file=name,
+                     fix=f"check that it is a {kind} file with a header line")
+
+
 def read_table(source: Source, schema_overrides: dict[str, pl.DataType] | None = None) -> pl.DataFrame:
     """Any supported input as one DataFrame (JSONL in batches to bound memory)."""
     fmt = source.fmt
@@ -320,11 +365,7 @@ def read_table(source: Source, schema_overrides: dict[str, pl.DataType] | None =
                 fix=f"check that it is a complete {fmt} file (an interrupted copy is truncated)",
             ) from None
     if fmt in ("csv", "tsv"):
-        sep = "\t" if fmt == "tsv" else ","
-        try:
-            return pl.read_csv(source.open(), separator=sep, infer_schema=False)
-        except pl.exceptions.ComputeError as exc:
-            raise DataError(f"unreadable CSV ({exc})", file=source.name) from None
+        return _read_csv(source, "\t" if fmt == "tsv" else ",")
     if fmt == "json":
         rows = read_json_array(source)
         for i, row in enumerate(rows):

@@ -152,3 +152,31 @@ def test_M4_a_mapped_column_never_silently_replaces_another(tmp_path):
     result = sftdata("convert", path, "--map", "instruction=question", "--rejects", rejects)
     assert result.exit_code == 0
     assert json.loads(rejects.read_text())["original"].startswith('{"instruction":"ORIG"')
+
+
+@pytest.mark.parametrize("name", ["empty.csv", "empty.tsv"])
+def test_M5_an_empty_csv_is_zero_rows_like_an_empty_jsonl(tmp_path, name):
+    path = tmp_path / name
+    path.write_bytes(b"")
+    result = sftdata("convert", path)
+    assert (result.exit_code, result.stdout) == (0, "")
+    assert f"convert: {path}: 0 rows in = 0 records out + 0 rejected (no rows)" in result.stderr
+    result = sftdata("validate", path)
+    assert result.exit_code == 0
+    assert f"validate: {path}: 0 rows" in result.stderr
+
+
+def test_L9_csv_parse_errors_name_the_line_without_polars_advice(tmp_path):
+    path = tmp_path / "ragged.csv"
+    path.write_text('text,label\nhello,a\nworld,b,extra\n"unterminated,c\nlast,d\n')
+    result = sftdata("convert", path)
+    assert result.exit_code == 1
+    assert result.output == (f"Error: {path}, line 3: 3 fields, the header has 2. Fix: quote "
+                             "fields that contain commas, or repair the line\n")
+    path.write_text('text,label\nhello,a\n"unterminated,c\nlast,d\n')
+    result = sftdata("convert", path, "--from", "classification")
+    assert result.exit_code == 1
+    assert result.output == (
+        f"Error: {path}, line 3: malformed CSV (unexpected end of data). Fix: close the quote (a "
+        'quote inside a field is written ""), or repair the line\n'
+    )
