@@ -6,7 +6,15 @@ Heavy modules (torch, transformers, peft, bitsandbytes) load inside the commands
 
 from __future__ import annotations
 
-import click
+import os
+
+# torch's OpenMP (libgomp) keeps waiting threads spinning. On a CPU shared with other work the
+# spinning threads of one step starve each other: a SmolLM2 step took 34 s with 2 threads against
+# 6.5 s with passive waiting, at load 5 on 2 cores (docs/sfttrain.md). Read when torch loads,
+# so it is set here, before any command imports torch; a user's own setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import click  # noqa: E402
 
 from sftdata.commands._common import handle_errors, progress, say, verdict, warn
 

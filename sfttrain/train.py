@@ -166,8 +166,8 @@ def run(
     # ------------------------------------------------------------------ train
     result = RunResult(out_dir=out, steps=state["step"])
     start_step = state["step"]
-    started = time.perf_counter()
     tokens_this_run = 0
+    eval_seconds = 0.0  # validation time, kept out of tokens/s
     autocast = _autocast(device, dtype)
     if has_val and config.eval_baseline and state["step"] == 0:  # the untrained model's loss
         val_loss = evaluate(loss_fn, shard_dir, config, pad_id, rank, world, device, autocast)
@@ -182,6 +182,7 @@ def run(
     bar = progress(steps, total_steps - start_step, "train") if progress and is_main else steps
     lines = is_main and not hasattr(bar, "set_postfix")  # a log, not a terminal: progress lines
     last_line = -math.inf
+    started = time.perf_counter()  # after the baseline: ETA and tokens/s are about training
     model.train()
     for _ in bar:
         batches = [train.batch(*divmod_epoch(state["micro"] + i, train.batches_per_epoch))
@@ -216,7 +217,7 @@ def run(
         step = state["step"]
         loss = float(loss_sum) / supervised
         result.losses.append(loss)
-        tps = tokens_this_run / max(time.perf_counter() - started, 1e-9)
+        tps = tokens_this_run / max(time.perf_counter() - started - eval_seconds, 1e-9)
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tps:,.0f}")
         now = time.perf_counter()
@@ -232,7 +233,9 @@ def run(
                                  "tokens_per_s": round(tps, 1)})
 
         if has_val and (step % config.eval_every == 0 or step == total_steps):
+            eval_started = time.perf_counter()
             val_loss = evaluate(loss_fn, shard_dir, config, pad_id, rank, world, device, autocast)
+            eval_seconds += time.perf_counter() - eval_started
             result.val.append((step, val_loss))
             if is_main:
                 _append_metric(out, {"step": step, "val_loss": round(val_loss, 6),
@@ -269,8 +272,9 @@ def run(
                 warn("validation loss never improved on the base model: adapter/ is the "
                      "untrained (no-op) adapter; lower lr or check the data")
         _plot_losses(out)
-    summary = _summary(config, shape, tokens_this_run, elapsed, device, rss_before, train, world,
-                       state, result)
+    summary = _summary(config, shape, tokens_this_run, elapsed - eval_seconds, device, rss_before,
+                       train, world, state, result)
+    summary["eval_seconds"] = round(eval_seconds, 3)
     if check is not None:
         summary["quant_check"] = check.as_dict()
     result.summary = summary

@@ -3,6 +3,7 @@ short runs, and no third-party noise."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -110,3 +111,17 @@ def test_cli_run_output_is_ours_only(tiny, shards, tmp_path, has):
     assert lines and all(line.startswith(("sfttrain:", "Warning:")) for line in lines), lines
     assert any(PROGRESS.match(line) for line in lines)
     assert proc.stdout == ""
+
+
+def test_cli_sets_passive_openmp_waiting_before_torch_loads():
+    """libgomp reads OMP_WAIT_POLICY once, when torch loads: the CLI must set it first."""
+    code = ("import os, sys; os.environ.pop('OMP_WAIT_POLICY', None); import sfttrain.cli; "
+            "print(os.environ['OMP_WAIT_POLICY'], 'torch' in sys.modules)")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         cwd=ROOT, timeout=60).stdout.split()
+    assert out == ["PASSIVE", "False"]
+    mine = subprocess.run([sys.executable, "-c", code.replace(
+        "os.environ.pop('OMP_WAIT_POLICY', None)", "os.environ['OMP_WAIT_POLICY'] = 'ACTIVE'")],
+        capture_output=True, text=True, env=env, cwd=ROOT, timeout=60).stdout.split()
+    assert mine == ["ACTIVE", "False"]  # a user's own setting wins
