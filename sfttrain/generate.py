@@ -8,15 +8,13 @@ format training saw. Records are read with json / pyarrow, never Polars.
 from __future__ import annotations
 
 import json
-import os
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from sftdata.errors import DataError
+from sftdata.errors import DataError, json_kind, json_problem
 
 from . import model as M
 
@@ -32,38 +30,104 @@ class Decoding:
     seed: int = 0
 
 
-def read_records(path: str | Path) -> list[dict]:
+class Records(list):
+    """Records as dicts, with where each came from (`where(i)`: line N of a JSONL file, row N of
+    a table; both count from 1, as in every sftdata message)."""
+
+    def __init__(self, items: list[dict], path: str, lines: list[int] | None = None) -> None:
+        super().__init__(items)
+        self.path = path
+        self.lines = lines
+
+    def where(self, index: int) -> dict:
+        if self.lines is not None:
+            return {"file": self.path, "line": self.lines[index]}
+        return {"file": self.path, "row": index + 1}
+
+
+RECORDS_FIX = "pass canonical records as JSONL or Parquet (`sftdata convert` makes them)"
+
+
+def read_records(path: str | Path) -> Records:
+    """Canonical records from JSONL, Parquet or Arrow IPC; any unreadable input is a DataError
+    naming the file, the line or row and the fix (never a traceback, M9)."""
     path = Path(path)
+    name = str(path)
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(8)
+    except OSError as exc:
+        raise DataError(f"cannot read ({exc.strerror or exc})", file=name) from None
+    if magic[:4] == b"PAR1" or magic[:6] == b"ARROW1" or magic[:4] == b"\xff\xff\xff\xff":
+        return Records(_read_table(path, magic), name)
+    records, lines = [], []
     with open(path, "rb") as fh:
-        magic = fh.read(4)
-    if magic == b"PAR1":
-        import pyarrow.parquet as pq
-
-        return pq.read_table(path).to_pylist()
-    records = []
-    with open(path, encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, 1):
-            if not line.strip():
+        for line_no, raw in enumerate(fh, 1):
+            if not raw.strip():
                 continue
+            where = {"file": name, "line": line_no}
             try:
-                records.append(json.loads(line))
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataError(f"invalid UTF-8 at byte {exc.start}", **where,
+                                fix="re-encode the file as UTF-8 (e.g. iconv -f latin1 -t "
+                                    "utf-8), or pass canonical records") from None
+            try:
+                value = json.loads(text)
             except json.JSONDecodeError as exc:
-                raise DataError(f"broken JSON ({exc.msg})", file=str(path), line=line_no,
-                                fix="each line must be one JSON record") from None
-    return records
+                raise DataError(json_problem(exc), **where,
+                                fix="each line must be one JSON record; " + RECORDS_FIX) from None
+            except RecursionError:
+                raise DataError("JSON nested too deeply", **where, fix=RECORDS_FIX) from None
+            if not isinstance(value, dict):
+                raise DataError(f"expected a JSON object, got {json_kind(value)}", **where,
+                                fix=RECORDS_FIX)
+            records.append(value)
+            lines.append(line_no)
+    return Records(records, name, lines)
 
 
-def prompt_of(record: dict, index: int, path: str) -> list[dict]:
+def _read_table(path: Path, magic: bytes) -> list[dict]:
+    import pyarrow as pa
+
+    kind = "parquet" if magic[:4] == b"PAR1" else "arrow"
+    try:
+        if kind == "parquet":
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(path)
+        elif magic[:6] == b"ARROW1":
+            table = pa.ipc.open_file(pa.memory_map(str(path))).read_all()
+        else:
+            table = pa.ipc.open_stream(pa.memory_map(str(path))).read_all()
+        table.validate(full=True)
+        return table.to_pylist()
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise DataError(
+            f"unreadable {kind} file ({str(exc).splitlines()[0]})", file=str(path),
+            fix=f"check that it is a complete {kind} file (an interrupted copy is truncated)",
+        ) from None
+
+
+def prompt_of(record: dict, index: int, path: str, records: Records | None = None) -> list[dict]:
     """The conversation without its last assistant turn."""
+    where = records.where(index) if records is not None else {"file": path, "row": index + 1}
     messages = record.get("messages")
     if not isinstance(messages, list) or not messages:
-        raise DataError("no messages", file=path, row=index, field="messages",
+        raise DataError("no messages", **where, field="messages",
                         fix="pass canonical records (`sftdata convert` makes them)")
+    for k, m in enumerate(messages):
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(
+            m.get("content"), str
+        ):
+            raise DataError("not a message with a string role and content", **where,
+                            field=f"messages[{k}]",
+                            fix="pass canonical records (`sftdata convert` makes them)")
     messages = [{"role": m["role"], "content": m["content"]} for m in messages]
     if messages[-1]["role"] == "assistant":
         messages = messages[:-1]
     if not messages:
-        raise DataError("nothing before the assistant turn", file=path, row=index,
+        raise DataError("nothing before the assistant turn", **where,
                         field="messages", fix="give each record a user turn")
     return messages
 
@@ -73,12 +137,19 @@ def template_of(source: str | Path | None) -> str | None:
     if source is None:
         return None
     source = Path(source)
-    for name in ("run.json", "manifest.json"):
-        if (source / name).is_file():
-            template = json.loads((source / name).read_text()).get("template") or {}
-            return template.get("text")
-    raise DataError("neither run.json nor manifest.json here", file=str(source),
-                    fix="pass a run directory or a shard directory to --template")
+    if (source / "run.json").is_file():
+        from .merge import read_run
+
+        info = read_run(source)
+    elif (source / "manifest.json").is_file():
+        from sftdata.shards import read_manifest
+
+        info = read_manifest(source)
+    else:
+        raise DataError("neither run.json nor manifest.json here", file=str(source),
+                        fix="pass a run directory or a shard directory to --template")
+    template = info.get("template") or {}
+    return template.get("text") if isinstance(template, dict) else None
 
 
 def load_model(model_path: str | Path, device: torch.device):
@@ -117,13 +188,15 @@ def generate_records(
     eos = gen.eos_token_id if gen is not None else tokenizer.eos_token_id
     eos_ids = list(eos if isinstance(eos, list) else [eos] if eos is not None else [])
     eos_ids += [e for e in extra_eos if e not in eos_ids]
+    located = records if isinstance(records, Records) else None
     device = next(model.parameters()).device
     torch.manual_seed(decoding.seed)
     model.eval()
     for start in range(0, len(records), batch_size):
         chunk = records[start : start + batch_size]
         prompts = [
-            tokenizer.apply_chat_template(prompt_of(r, start + i, path), chat_template=template,
+            tokenizer.apply_chat_template(prompt_of(r, start + i, path, located),
+                                          chat_template=template,
                                           tokenize=False, add_generation_prompt=True)
             for i, r in enumerate(chunk)
         ]
@@ -161,29 +234,32 @@ def cut(text: str, stops: list[str]) -> str:
 
 def generate_file(model_path, records_path, output, decoding: Decoding, batch_size: int,
                   template_from=None, device: str = "auto") -> int:
+    from sftdata import outputs
+    from sftdata.commands._common import check_paths
+
+    # before any work: the output against the records (same file, unwritable, a directory)
+    check_paths([("--records", records_path)], [("-o", output)])
     records = read_records(records_path)
     for i, record in enumerate(records):
-        if "id" not in record:
-            raise DataError("record has no id", file=str(records_path), row=i, field="id",
+        if record.get("id") is None:
+            raise DataError("record has no id", **records.where(i), field="id",
                             fix="run it through `sftdata convert` (ids are added there)")
+        prompt_of(record, i, str(records_path), records)  # every record checked before the model
+    template = template_of(template_from)
     dev = torch.device("cuda" if device == "cuda" or (device == "auto" and
                                                       torch.cuda.is_available()) else "cpu")
-    model, tokenizer, template, extra = load_model(model_path, dev)
-    template = template_of(template_from) or template
-    rows = generate_records(model, tokenizer, template, records, decoding, batch_size, extra,
-                            str(records_path))
-    lines = (json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    model, tokenizer, run_template, extra = load_model(model_path, dev)
+    rows = generate_records(model, tokenizer, template or run_template, records, decoding,
+                            batch_size, extra, str(records_path))
     count = 0
-    if output == "-":
-        for line in lines:
-            sys.stdout.write(line)
+    # the output policy of sftdata/outputs.py: stdout and pipes in place, files atomically
+    with outputs.Output(None if output == "-" else output, "-o") as out:
+        for row in rows:
+            try:
+                out.fh.write((json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8"))
+            except BrokenPipeError:
+                raise
+            except OSError as exc:
+                raise outputs.failure(exc, "-o", output) from None
             count += 1
-        sys.stdout.flush()
-        return count
-    tmp = Path(output).with_name(f".{Path(output).name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        for line in lines:
-            fh.write(line)
-            count += 1
-    os.replace(tmp, output)  # atomic: an interrupted run leaves no half file
     return count

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from sftdata.errors import DataError
+from sftdata.errors import DataError, UsageProblem, json_kind, json_problem
 
 from . import model as M
 from .config import from_dict
@@ -26,7 +26,24 @@ def read_run(run_dir: str | Path) -> dict:
     path = Path(run_dir) / "run.json"
     if not path.is_file():
         raise DataError("no run.json", file=str(run_dir), fix="pass a directory `sfttrain run` wrote")
-    return json.loads(path.read_text())
+    fix = "pass a directory `sfttrain run` wrote, or run it again to rewrite run.json"
+    try:
+        info = json.loads(path.read_bytes().decode("utf-8"))
+    except OSError as exc:
+        raise DataError(f"cannot read ({exc.strerror or exc})", file=str(path)) from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"invalid UTF-8 at byte {exc.start}", file=str(path), fix=fix) from None
+    except json.JSONDecodeError as exc:
+        raise DataError(json_problem(exc), file=str(path), line=exc.lineno, fix=fix) from None
+    except RecursionError:
+        raise DataError("JSON nested too deeply", file=str(path), fix=fix) from None
+    if not isinstance(info, dict):
+        raise DataError(f"expected a JSON object, got {json_kind(info)}", file=str(path), fix=fix)
+    missing = [k for k in ("config", "model") if k not in info]
+    if missing or not isinstance(info.get("config"), dict):
+        raise DataError(f"no {' or '.join(missing) or 'config object'}: not a complete run record",
+                        file=str(path), fix=fix)
+    return info
 
 
 def nf4_round_trip(model: nn.Module) -> int:
@@ -57,7 +74,7 @@ def load_adapted(run_dir: str | Path, for_merge: bool, device: str = "cpu") -> t
     config, _ = from_dict(info["config"])
     if config.full:
         return AutoModelForCausalLM.from_pretrained(run_dir / "model", dtype=torch.float32), info
-    model_dir = Path(info["model_dir"])
+    model_dir = Path(info.get("model_dir") or info["model"])
     if not (model_dir / "config.json").is_file():
         model_dir = M.resolve_model_dir(info["model"])  # a GGUF cache that was cleared
     if for_merge:
@@ -77,6 +94,14 @@ def load_adapted(run_dir: str | Path, for_merge: bool, device: str = "cpu") -> t
 def merge_run(run_dir: str | Path, out_dir: str | Path, dtype: str = "bf16") -> Path:
     from transformers import AutoTokenizer
 
+    read_run(run_dir)  # a missing or broken run.json is refused before any weights load
+    run, out = Path(run_dir).resolve(), Path(out_dir).resolve()
+    if out == run or run in out.parents or out in run.parents:
+        where = ("is the run directory" if out == run else
+                 "is inside the run directory" if run in out.parents else
+                 "contains the run directory")
+        raise UsageProblem(f"--out {out_dir} {where}: the merged model's files would mix with "
+                           "the run's; give --out a directory of its own, e.g. merged/")
     model, info = load_adapted(run_dir, for_merge=True)
     merged = model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
     merged.to(DTYPES[dtype])

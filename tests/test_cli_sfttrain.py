@@ -109,7 +109,7 @@ def test_generate_flag_checks_and_missing_ids(setup, tmp_path):
     assert "--temperature must be >= 0 (0 = greedy)." in result.output
     result = CliRunner().invoke(cli, ["generate", str(tiny), "--records", str(records)])
     assert result.exit_code == 1
-    assert result.output == (f"Error: {records}, row 0: field 'id': record has no id. "
+    assert result.output == (f"Error: {records}, line 1: field 'id': record has no id. "
                              "Fix: run it through `sftdata convert` (ids are added there)\n")
 
 

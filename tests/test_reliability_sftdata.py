@@ -180,3 +180,93 @@ def test_L9_csv_parse_errors_name_the_line_without_polars_advice(tmp_path):
         f"Error: {path}, line 3: malformed CSV (unexpected end of data). Fix: close the quote (a "
         'quote inside a field is written ""), or repair the line\n'
     )
+
+
+def sfttrain(*args):
+    from sfttrain.cli import cli as sfttrain_cli
+
+    return CliRunner().invoke(sfttrain_cli, [str(a) for a in args])
+
+
+PNG = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\1\0\0\0\1\x08\x02" + bytes(107)
+CANONICAL = ('{"id":"a","messages":[{"role":"user","content":"Say French"},'
+             '{"role":"assistant","content":"oui"}]}\n')
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "problem"),
+    [
+        ("badutf8.jsonl", CANONICAL.encode() + CANONICAL.replace("French", "Fr\xe9nch").encode(
+            "latin-1"), "line 2: invalid UTF-8 at byte 54. Fix: re-encode the file as UTF-8 (e.g. "
+         "iconv -f latin1 -t utf-8), or pass canonical records\n"),
+        ("image.jsonl", PNG, "line 1: invalid UTF-8 at byte 0. Fix: re-encode the file as UTF-8 "
+         "(e.g. iconv -f latin1 -t utf-8), or pass canonical records\n"),
+        ("trunc.jsonl", CANONICAL.encode() + CANONICAL.encode()[:30], "line 2: broken JSON "
+         "(Expecting value at column 31). Fix: each line must be one JSON record; "
+         "pass canonical records as JSONL or Parquet (`sftdata convert` makes them)\n"),
+        ("null.jsonl", CANONICAL.encode() + b"null\n", "line 2: expected a JSON object, got null. "
+         "Fix: pass canonical records as JSONL or Parquet (`sftdata convert` makes them)\n"),
+        ("norole.jsonl", CANONICAL.encode() + b'{"id":"b","messages":[{"content":"x"}]}\n',
+         "line 2: field 'messages[0]': not a message with a string role and content. Fix: pass "
+         "canonical records (`sftdata convert` makes them)\n"),
+    ],
+)
+def test_M9_generate_bad_records_are_data_errors(tmp_path, name, data, problem):
+    path = tmp_path / name
+    path.write_bytes(data)
+    result = sfttrain("generate", tmp_path, "--records", path, "--max-new-tokens", 2)
+    assert result.exit_code == 1
+    assert result.output == f"Error: {path}, {problem}"
+
+
+def test_M9_generate_truncated_parquet_and_rows_from_1(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [json.loads(CANONICAL), {"messages": [{"role": "user", "content": "hi"}]}]
+    full = tmp_path / "gold.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), full)
+    result = sfttrain("generate", tmp_path, "--records", full)
+    assert result.exit_code == 1
+    assert result.output == (f"Error: {full}, row 2: field 'id': record has no id. Fix: run it "
+                             "through `sftdata convert` (ids are added there)\n")
+    trunc = tmp_path / "trunc.parquet"
+    trunc.write_bytes(full.read_bytes()[:300])
+    result = sfttrain("generate", tmp_path, "--records", trunc)
+    assert result.exit_code == 1
+    assert result.output.startswith(f"Error: {trunc}: unreadable parquet file (")
+    assert result.output.endswith("Fix: check that it is a complete parquet file (an "
+                                  "interrupted copy is truncated)\n")
+
+
+def test_M9_generate_output_checked_before_work(tmp_path):
+    path = tmp_path / "r.jsonl"
+    path.write_text(CANONICAL)
+    result = sfttrain("generate", tmp_path, "--records", path, "-o", path)
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output and "-o" in result.output
+    assert path.read_text() == CANONICAL
+
+
+def test_L29_merge_refuses_a_broken_run_json_and_out_in_the_run_dir(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.json").write_text("{broken")
+    result = sfttrain("merge", run, "--out", tmp_path / "m")
+    assert result.exit_code == 1
+    assert result.output == (
+        f"Error: {run}/run.json, line 1: broken JSON (Expecting property name enclosed in double "
+        "quotes at column 2). Fix: pass a directory `sfttrain run` wrote, or run it again to "
+        "rewrite run.json\n"
+    )
+    (run / "run.json").write_text("[1]")
+    result = sfttrain("merge", run, "--out", tmp_path / "m")
+    assert result.output.startswith(f"Error: {run}/run.json: expected a JSON object, got array.")
+    (run / "run.json").write_text('{"config": {}, "model": "tiny"}')
+    result = sfttrain("merge", run, "--out", run)
+    assert result.exit_code == 2
+    assert result.output == (f"Error: --out {run} is the run directory: the merged model's files "
+                             "would mix with the run's; give --out a directory of its own, e.g. "
+                             "merged/\n")
+    result = sfttrain("merge", run, "--out", run / "merged")
+    assert result.exit_code == 2 and "is inside the run directory" in result.output
