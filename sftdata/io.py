@@ -269,6 +269,14 @@ def parse_json_line(raw: bytes, name: str, lineno: int) -> Any:
         ) from None
 
 
+def skip_fix(name: str) -> str:
+    """The fix for a damaged line in a record file read whole (every command but convert): only
+    convert skips bad rows (--rejects), so that is the command to name (M15)."""
+    target = "FILE" if name in ("<stdin>", "-") else name
+    return (f"repair or remove the line, or write a copy without the bad rows: sftdata convert "
+            f"{target} --rejects REJECTS.jsonl -o FIXED.jsonl")
+
+
 def locate_bad_line(chunk: bytes, first_line: int, name: str) -> DataError:
     """Find the first line of a chunk Polars refused and describe it."""
     for offset, raw in enumerate(chunk.split(b"\n")):
@@ -277,13 +285,14 @@ def locate_bad_line(chunk: bytes, first_line: int, name: str) -> DataError:
         try:
             obj = parse_json_line(raw, name, first_line + offset)
         except DataError as exc:
+            exc.fix = (exc.fix + "; " if "UTF-8" in exc.message else "") + skip_fix(name)
             return exc
         if not isinstance(obj, dict):
             return DataError(
                 f"expected a JSON object, got {json_kind(obj)}",
                 file=name,
                 line=first_line + offset,
-                fix="each line must be one JSON object",
+                fix=skip_fix(name),
             )
     return DataError("could not parse JSONL", file=name, fix="check the file is JSON Lines")
 

@@ -270,3 +270,27 @@ def test_L29_merge_refuses_a_broken_run_json_and_out_in_the_run_dir(tmp_path):
                              "merged/\n")
     result = sfttrain("merge", run, "--out", run / "merged")
     assert result.exit_code == 2 and "is inside the run directory" in result.output
+
+
+@pytest.mark.parametrize("command", [["dedup"], ["validate"], ["split"],
+                                     ["balance", "--by", "label", "--cap", "5"],
+                                     ["render-template", "-t", "chatml"]])
+def test_M15_the_suggested_way_to_skip_bad_rows_exists_and_works(tmp_path, command):
+    """Judgement call (docs/pipeline.md): only convert skips unreadable rows; every other command
+    names the convert line that writes a clean copy, and that line works."""
+    good = sftdata("convert", "fixtures/raw/alpaca.jsonl").stdout
+    path = tmp_path / "c_trunc.jsonl"
+    path.write_text(good + good[:80])
+    result = sftdata(*command, path)
+    assert result.exit_code == 1
+    fix = (f"Fix: repair or remove the line, or write a copy without the bad rows: sftdata convert "
+           f"{path} --rejects REJECTS.jsonl -o FIXED.jsonl\n")
+    line = len(good.splitlines()) + 1
+    assert result.output.startswith(f"Error: {path}, line {line}: broken JSON (")
+    assert result.output.endswith(fix)
+    fixed, rejects = tmp_path / "FIXED.jsonl", tmp_path / "REJECTS.jsonl"
+    result = sftdata("convert", path, "--rejects", rejects, "-o", fixed)
+    assert result.exit_code == 0
+    assert len(rejects.read_text().splitlines()) == 1
+    assert sftdata(*command, fixed).exit_code in (0, 1)  # runs: a failed contract is exit 1
+    assert "broken JSON" not in sftdata(*command, fixed).output
