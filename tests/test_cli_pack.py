@@ -103,7 +103,7 @@ def test_truncation_fail_is_a_data_error_naming_the_row(records, tmp_path):
     result = run(records, "-o", out, "--seq-len", 40, "--truncation", "fail")
     assert result.exit_code == 1
     assert (
-        f"Error: {records}, row 2: field 'input_ids': record 'r00002' has 50 tokens, longer than "
+        f"Error: {records}, row 3: field 'input_ids': record 'r00002' has 50 tokens, longer than "
         "--seq-len 40 (2 rows are). Fix: raise --seq-len"
     ) in result.output
     assert not out.exists()  # nothing half-written

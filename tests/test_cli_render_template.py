@@ -46,7 +46,7 @@ def test_refused_row_exits_1_naming_the_row(tmp_path):
     assert result.exit_code == 1
     assert result.stdout == ""
     assert (
-        f"Error: {tmp_path / 'in.jsonl'}, row 1: field 'messages': template 'sixtoken' refused the "
+        f"Error: {tmp_path / 'in.jsonl'}, row 2: field 'messages': template 'sixtoken' refused the "
         "conversation: the sixtoken template has no tool role. Fix: pick a template that accepts "
         "this conversation, or pass --rejects FILE to set such rows aside"
     ) in result.stderr

@@ -70,10 +70,10 @@ def test_failures_exit_1_listing_each_failed_expectation_with_ids(tmp_path):
     assert lines[1:] == [
         "FAILED expect_column_values_to_be_unique(column='id')",
         "  ids are unique",
-        "  2 rows (50.0%): ids a (row 0), a (row 2)",
+        "  2 rows (50.0%): ids a (row 1), a (row 3)",
         "FAILED expect_column_values_to_be_in_set(column='n_empty_assistant', value_set=[0])",
         "  no empty assistant turn",
-        "  1 row (25.0%): ids c (row 3)",
+        "  1 row (25.0%): ids c (row 4)",
         "Error: 2 of 12 expectations failed in suite records",
     ]
     data = json.loads(report.read_text())
@@ -127,7 +127,7 @@ def test_user_suite_runs_on_the_view(tmp_path):
     result = run("--suite", str(suite), str(_write(tmp_path, rows)))
     assert result.exit_code == 1
     assert "suite sources" in result.stderr
-    assert "  only alpaca data\n  1 row (50.0%): ids b (row 1)\n" in result.stderr
+    assert "  only alpaca data\n  1 row (50.0%): ids b (row 2)\n" in result.stderr
     assert "  at least 1,000 records\n  observed: 2\n" in result.stderr  # table-level: no ids
     assert result.stderr.endswith("Error: 2 of 3 expectations failed in suite sources\n")
 

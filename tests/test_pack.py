@@ -247,7 +247,7 @@ def test_fail_policy_names_the_row_and_the_fix():
     with pytest.raises(DataError) as err:
         pack(tokenized([8, 30]), seq_len=16, truncation="fail", source="t.jsonl")
     assert str(err.value) == (
-        "t.jsonl, row 1: field 'input_ids': record 'r00001' has 30 tokens, longer than "
+        "t.jsonl, row 2: field 'input_ids': record 'r00001' has 30 tokens, longer than "
         "--seq-len 16 (1 rows are). Fix: raise --seq-len, tokenize with --max-len, or pick "
         "--truncation right|left|drop"
     )
@@ -260,9 +260,9 @@ def test_one_shard_set_per_split_in_canonical_order():
     assert sorted(unpack(result, "val")) == ["r00000", "r00004"]
     all_null = tokenized([5, 6], split=[None, None])
     assert list(pack(all_null, seq_len=32).splits) == ["train"]
-    with pytest.raises(DataError, match="row 1: field 'split': split is null"):
+    with pytest.raises(DataError, match="row 2: field 'split': split is null"):
         pack(tokenized([5, 6], split=["val", None]), seq_len=32)
-    with pytest.raises(DataError, match="row 1: field 'split': split '../x' cannot name a shard"):
+    with pytest.raises(DataError, match="row 2: field 'split': split '../x' cannot name a shard"):
         pack(tokenized([5, 6], split=["val", "../x"]), seq_len=32)
 
 
@@ -275,7 +275,7 @@ def test_rows_that_disagree_on_the_tokenizer_are_refused():
     )
     with pytest.raises(DataError) as err:
         pack(frame, seq_len=32)
-    assert "row 2: field 'tokenizer': rows disagree on the tokenizer" in str(err.value)
+    assert "row 3: field 'tokenizer': rows disagree on the tokenizer" in str(err.value)
     assert "do not mix tokenizers" in str(err.value)
 
 
@@ -293,13 +293,13 @@ def test_shifted_or_foreign_labels_and_bad_columns_are_refused():
     frame = tokenized([6, 6], prompt_lens=[0, 0])
     shifted = frame.with_columns(pl.col("input_ids").list.shift(-1).list.eval(
         pl.element().fill_null(LABEL_PAD)).alias("labels"))
-    with pytest.raises(DataError, match="row 0: field 'labels': label .* is neither -100"):
+    with pytest.raises(DataError, match="row 1: field 'labels': label .* is neither -100"):
         pack(shifted, seq_len=32)
     short = frame.with_columns(pl.col("labels").list.head(5))
-    with pytest.raises(DataError, match="row 0: field 'labels': labels has 5 values for 6 tokens"):
+    with pytest.raises(DataError, match="row 1: field 'labels': labels has 5 values for 6 tokens"):
         pack(short, seq_len=32)
     negative = frame.with_columns(pl.col("input_ids").list.eval(pl.element() - 1000))
-    with pytest.raises(DataError, match="row 0: field 'input_ids': token id -.* is negative"):
+    with pytest.raises(DataError, match="row 1: field 'input_ids': token id -.* is negative"):
         pack(negative, seq_len=32)
     with pytest.raises(DataError, match="missing column.s. labels"):
         pack(frame.drop("labels"), seq_len=32)

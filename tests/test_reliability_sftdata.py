@@ -294,3 +294,18 @@ def test_M15_the_suggested_way_to_skip_bad_rows_exists_and_works(tmp_path, comma
     assert len(rejects.read_text().splitlines()) == 1
     assert sftdata(*command, fixed).exit_code in (0, 1)  # runs: a failed contract is exit 1
     assert "broken JSON" not in sftdata(*command, fixed).output
+
+
+def test_L3_rows_count_from_1_in_every_command(tmp_path):
+    good = sftdata("convert", "fixtures/raw/alpaca.jsonl").stdout
+    n = len(good.splitlines())
+    path = tmp_path / "badrole.jsonl"
+    path.write_text(good + '{"id":"BADID","messages":[{"role":"user","content":"q"},'
+                    '{"role":"narrator","content":"BAD"}]}\n')
+    assert f"ids BADID (row {n + 1})" in sftdata("validate", path).output
+    assert f"{path}, line {n + 1}: " in sftdata("convert", path).output
+    nullrole = tmp_path / "nullrole.jsonl"
+    nullrole.write_text(good.splitlines()[0] + '\n{"id":"X","messages":[{"role":null,'
+                        '"content":"q"},{"role":"assistant","content":"a"}]}\n')
+    result = sftdata("render-template", "-t", "chatml", nullrole)
+    assert result.exit_code == 1 and f"{nullrole}, row 2: " in result.output

@@ -30,7 +30,7 @@ def test_adds_text_spans_and_template_and_keeps_other_columns():
 
 
 def test_refused_row_raises_with_its_row_or_goes_to_rejects():
-    with pytest.raises(DataError, match=r"in.jsonl, row 1: field 'messages': template 'sixtoken' refused"):
+    with pytest.raises(DataError, match=r"in.jsonl, row 2: field 'messages': template 'sixtoken' refused"):
         render_template(records(), "sixtoken", source="in.jsonl")
     result = render_template(records(), "sixtoken", keep_going=True)
     assert result.records.height + result.rejects.height == 3

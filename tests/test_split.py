@@ -157,7 +157,7 @@ def test_report_is_json_serializable_and_counts_labels():
 
 def test_null_id_is_a_data_error():
     df = records(3).with_columns(pl.when(pl.col("id") == "r1").then(None).otherwise(pl.col("id")).alias("id"))
-    with pytest.raises(DataError, match="row 1: field 'id': id is null. Fix: every record needs an id"):
+    with pytest.raises(DataError, match="row 2: field 'id': id is null. Fix: every record needs an id"):
         split(df, RATIOS)
 
 

@@ -64,7 +64,7 @@ def validate(input_path: str, suite: str, report_path: str | None) -> None:
 
 def _examples(outcome) -> str:
     shown = [
-        f"{rid} (row {row})"
+        f"{rid} (row {row + 1})"
         for rid, row in zip(outcome.offending_ids, outcome.offending_rows, strict=True)
     ][:SHOWN_IDS]
     more = outcome.unexpected_count - len(shown)

@@ -83,7 +83,7 @@ def freeze(
         raise UsageProblem(f"-n {n} asks for more records than {source} has ({df.height})")
     if df["id"].null_count():
         raise DataError(
-            "id is null", file=source, row=int(df["id"].is_null().arg_max()), field="id",
+            "id is null", file=source, row=int(df["id"].is_null().arg_max()) + 1, field="id",
             fix="every record needs an id; `sftdata convert` derives one from the content",
         )
     dupes = duplicate_ids(df)
@@ -438,7 +438,7 @@ def score(
         reference = reference_of(messages, label, t)
         if reference is None:
             raise DataError(
-                "no reference answer (no assistant turn and no label)", file=gold_name, row=i,
+                "no reference answer (no assistant turn and no label)", file=gold_name, row=i + 1,
                 field="messages", fix="gold records need a final assistant turn (or a label)",
             )
         prediction = by_id.get(rid)
@@ -491,7 +491,7 @@ def _tasks(gold: pl.DataFrame, task: str | None, gold_name: str) -> list[str]:
     unset = [i for i, t in enumerate(tasks) if t is None]
     if unset:
         raise DataError(
-            f"{len(unset)} gold record(s) have no task (first row {unset[0]})", file=gold_name,
+            f"{len(unset)} gold record(s) have no task (first row {unset[0] + 1})", file=gold_name,
             field="task", fix=f"pass --task ({'|'.join(SCORED_TASKS)})",
         )
     unknown = sorted({t for t in tasks if t not in SCORED_TASKS and t not in TASK_ALIASES})

@@ -413,7 +413,7 @@ def pack(
             raise DataError(
                 f"record {record_ids[first].as_py()!r} has {int(lengths[first])} tokens, "
                 f"longer than --seq-len {seq_len} ({int(too_long.sum())} rows are)",
-                file=source, row=first, field="input_ids",
+                file=source, row=first + 1, field="input_ids",
                 fix="raise --seq-len, tokenize with --max-len, or pick --truncation right|left|drop",
             )
         if truncation == "drop":
@@ -492,7 +492,7 @@ def _one_identity(frame: pl.DataFrame, column: str, source: str | None) -> dict[
     values = frame[column].cast(pl.String)
     if values.null_count():
         row = int(values.is_null().arg_max())
-        raise DataError(f"{column} is null", file=source, row=row, field=column, fix=TOKENIZE_FIX)
+        raise DataError(f"{column} is null", file=source, row=row + 1, field=column, fix=TOKENIZE_FIX)
     first: Any = None
     for text in values.unique(maintain_order=True).to_list():
         row = int((values == text).arg_max())
@@ -500,16 +500,16 @@ def _one_identity(frame: pl.DataFrame, column: str, source: str | None) -> dict[
             identity = json.loads(text)
         except json.JSONDecodeError:
             raise DataError(
-                f"{column} is not JSON", file=source, row=row, field=column, fix=TOKENIZE_FIX
+                f"{column} is not JSON", file=source, row=row + 1, field=column, fix=TOKENIZE_FIX
             ) from None
         if first is None:
             first = identity
         elif identity != first:  # the same identity with keys in another order is fine
             what = "tokenizers" if column == "tokenizer" else "chat templates"
             raise DataError(
-                f"rows disagree on the {column}: row 0 has {_describe(first)}, "
+                f"rows disagree on the {column}: row 1 has {_describe(first)}, "
                 f"this row has {_describe(identity)}",
-                file=source, row=row, field=column,
+                file=source, row=row + 1, field=column,
                 fix=f"pack records made with one tokenizer and one template; do not mix {what}",
             )
     return dict(first) if isinstance(first, dict) else {"name": str(first)}
@@ -586,7 +586,7 @@ def _token_buffers(
             raise DataError(str(exc), file=source, field=column, fix=TOKENIZE_FIX) from None
         if valid is not None:
             raise DataError(
-                f"{column} is null", file=source, row=int(np.argmin(valid)), field=column,
+                f"{column} is null", file=source, row=int(np.argmin(valid)) + 1, field=column,
                 fix=TOKENIZE_FIX,
             )
         if values.size and not np.issubdtype(values.dtype, np.integer):  # nulls or floats
@@ -599,14 +599,14 @@ def _token_buffers(
         raise DataError(
             f"labels has {int(label_offsets[row + 1] - label_offsets[row])} values for "
             f"{int(offsets[row + 1] - offsets[row])} tokens",
-            file=source, row=row, field="labels", fix="labels must have one value per token",
+            file=source, row=row + 1, field="labels", fix="labels must have one value per token",
         )
     # (no upper bound: vocab_size counts tokens, and tiktoken's special ids lie beyond it)
     if ids.size and ids.min() < 0:
         at = int(np.flatnonzero(ids < 0)[0])
         row = int(np.searchsorted(offsets, at, side="right") - 1)
         raise DataError(
-            f"token id {int(ids[at])} is negative", file=source, row=row, field="input_ids",
+            f"token id {int(ids[at])} is negative", file=source, row=row + 1, field="input_ids",
             fix="tokenize again; token ids are never negative",
         )
     for lo in range(0, ids.size, CHECK_CHUNK):  # in chunks: no input-sized temporaries
@@ -619,7 +619,7 @@ def _token_buffers(
         raise DataError(
             f"label {int(labels[at])} at token {at - int(offsets[row])} is neither -100 nor the "
             f"token id {int(ids[at])}",
-            file=source, row=row, field="labels",
+            file=source, row=row + 1, field="labels",
             fix="labels must be unshifted: the token's own id where trained, -100 elsewhere",
         )
     return offsets, ids.astype(np.int32, copy=False), labels.astype(np.int32, copy=False)
@@ -629,7 +629,7 @@ def _record_ids(frame: pl.DataFrame, source: str | None) -> pa.Array:
     ids = frame["id"].cast(pl.String)
     if ids.null_count():
         raise DataError(
-            "id is null", file=source, row=int(ids.is_null().arg_max()), field="id",
+            "id is null", file=source, row=int(ids.is_null().arg_max()) + 1, field="id",
             fix="give every record an id (`sftdata convert` does)",
         )
     arr = ids.to_arrow()
@@ -645,14 +645,14 @@ def _split_names(frame: pl.DataFrame, source: str | None) -> np.ndarray:
     if splits.null_count():
         raise DataError(
             "split is null while other rows have one", file=source,
-            row=int(splits.is_null().arg_max()), field="split",
+            row=int(splits.is_null().arg_max()) + 1, field="split",
             fix="assign every row a split (`sftdata split`) or drop the split column",
         )
     bad = splits.filter(~splits.str.contains(SPLIT_NAME))
     if bad.len():
         raise DataError(
             f"split {bad[0]!r} cannot name a shard directory", file=source,
-            row=int((splits == bad[0]).arg_max()), field="split",
+            row=int((splits == bad[0]).arg_max()) + 1, field="split",
             fix="use letters, digits, '_', '-' and '.' only (train, val, test, gold, ...)",
         )
     return np.asarray(splits.to_list(), dtype=object)

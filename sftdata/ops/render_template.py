@@ -79,7 +79,7 @@ def render_template(
         except TemplateError as exc:
             if not keep_going:
                 raise DataError(
-                    str(exc), file=source, row=i, field="messages",
+                    str(exc), file=source, row=i + 1, field="messages",
                     fix="pick a template that accepts this conversation, "
                     "or pass --rejects FILE to set such rows aside",
                 ) from None

@@ -159,7 +159,7 @@ def split(
     if df["id"].null_count():
         row = int(df["id"].is_null().arg_max())
         raise DataError(
-            "id is null", row=row, field="id",
+            "id is null", row=row + 1, field="id",
             fix="every record needs an id; `sftdata convert` derives one from the content",
         )
     keys = _unit_keys(df, group_by)

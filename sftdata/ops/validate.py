@@ -107,7 +107,7 @@ def _outcome(index: int, exp: dict, res: Any, ids: list, view_columns: list[str]
     rows = [entry["row"] for entry in result.get("unexpected_index_list") or [] if "row" in entry]
     rows = sorted({int(r) for r in rows})[:REPORT_IDS]
     out.offending_rows = rows
-    out.offending_ids = [ids[r] if ids[r] is not None else f"<row {r}>" for r in rows]
+    out.offending_ids = [ids[r] if ids[r] is not None else f"<row {r + 1}>" for r in rows]
     return out
 
 
