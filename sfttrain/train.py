@@ -207,6 +207,7 @@ def run(
             loss_sum += part.detach().double().cpu()
         _all_reduce(loss_sum, world)
         grad_norm = torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm or math.inf)
+        lr = scheduler.get_last_lr()[0]  # the rate this step used (logged, not the next one)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
@@ -224,11 +225,11 @@ def run(
         if lines and (now - last_line >= config.progress_seconds or step == total_steps
                       or step == start_step + 1):
             last_line = now
-            say(_progress_line(step, total_steps, loss, scheduler.get_last_lr()[0], tps,
+            say(_progress_line(step, total_steps, loss, lr, tps,
                                (now - started) / (step - start_step) * (total_steps - step)))
         if is_main and (step % config.log_every == 0 or step == total_steps):
             _append_metric(out, {"step": step, "loss": round(loss, 6),
-                                 "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
+                                 "lr": lr, "grad_norm": float(grad_norm),
                                  "tokens": tokens, "supervised": supervised,
                                  "tokens_per_s": round(tps, 1)})
 
