@@ -59,13 +59,17 @@ def _build(config_file, overrides, quant, full):
 @click.option("--no-resume", is_flag=True, help="Start over even if OUT has checkpoints.")
 @handle_errors
 def run(shards, model_path, full, quant, config_file, overrides, out_dir, no_resume):
-    """Fine-tune a model on packed shards (QLoRA by default); resumes from OUT.
+    """Fine-tune on packed shards (LoRA, NF4 if needed); resumes from OUT.
 
     \b
     Example:
       sftdata pack tokens.parquet -o shards/ && sfttrain run shards/ --model smol.gguf lr=1e-4 max_steps=200 -o runs/a
     """
     config = _build(config_file, overrides, quant, full)
+    from sftdata.outputs import Spec, check
+
+    # a file in the way, or a directory that cannot be made: said before the model loads
+    check([], [Spec("-o", out_dir, is_dir=True)])
     from .train import run as train_run
 
     _quiet_transformers()

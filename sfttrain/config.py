@@ -268,6 +268,9 @@ def _check(config: TrainConfig, given: dict[str, Any]) -> list[str]:
             if high is not None:
                 bound += f" and <= {high}"
             problems.append(f"{key}: {value} is out of range (must be {bound})")
+    if not [t for t in config.lora_targets.split(",") if t.strip()]:
+        problems.append("lora_targets: empty; give all-linear or module names such as "
+                        "q_proj,v_proj")
     if config.mem_budget:
         from .plan import parse_size
 

@@ -39,6 +39,13 @@ def resolve_model_dir(path: str | Path) -> Path:
             )
         return path
     if path.is_file() and path.suffix == ".gguf":
+        with open(path, "rb") as fh:
+            magic = fh.read(4)
+        if magic != b"GGUF":
+            raise DataError(
+                f"not a GGUF file (it starts with {magic!r}, not b'GGUF')", file=str(path),
+                fix="pass a real .gguf model file or a Hugging Face model directory",
+            )
         return gguf_to_dir(path)
     raise DataError(
         "model not found", file=str(path), fix="pass a local model directory or a .gguf file"
@@ -189,6 +196,7 @@ def prepare_for_training(model: nn.Module, config: TrainConfig) -> nn.Module:
         return model
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
+    check_lora_targets(model, config)
     if config.quant == "nf4":
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     lora = LoraConfig(
@@ -200,7 +208,30 @@ def prepare_for_training(model: nn.Module, config: TrainConfig) -> nn.Module:
         use_dora=config.dora,
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, lora)
+    model = get_peft_model(model, lora)
+    # peft keeps the targets as a set: sorted, adapter_config.json is the same on every run
+    for adapter in model.peft_config.values():
+        if isinstance(adapter.target_modules, set):
+            adapter.target_modules = sorted(adapter.target_modules)
+    return model
+
+
+def check_lora_targets(model: nn.Module, config: TrainConfig) -> None:
+    """A lora_targets name that matches no linear layer is a config error (exit 2), said before
+    peft fails deep inside; the message lists the names the model has."""
+    from .config import ConfigError
+
+    targets = lora_targets(config)
+    if targets == "all-linear":
+        return
+    head = model.get_output_embeddings()
+    names = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                    if isinstance(module, nn.Linear) and module is not head})
+    unknown = [t for t in targets if t not in names]
+    if not targets or unknown:
+        what = ", ".join(repr(t) for t in unknown) if unknown else "nothing"
+        raise ConfigError([f"lora_targets: {what} matches no linear layer of the model; "
+                           f"its linear layers: {', '.join(names)} (or all-linear)"])
 
 
 def causal_lm(model: nn.Module) -> nn.Module:

@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from sftdata.errors import DataError
-from sftdata.shards import ShardReader, read_manifest
+from sftdata.errors import DataError, UsageProblem
+from sftdata.shards import ShardReader, read_manifest, verify_checksums
 
 from . import model as M
 from . import quant as Q
@@ -73,6 +73,7 @@ def run(
     rss_before = _peak_rss()
 
     manifest = read_manifest(shard_dir)
+    verify_checksums(shard_dir)  # a flipped bit trains silently otherwise
     model_dir = M.resolve_model_dir(model_path)
     tokenizer = M.load_tokenizer(model_dir)
     M.check_tokenizer(manifest, tokenizer, str(shard_dir), str(model_path))
@@ -86,6 +87,8 @@ def run(
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
     ckpt = _latest_checkpoint(out) if resume else None
     config, why = _resolve_quant(config, out, ckpt, shard_dir, shape, device, dtype)
+    if ckpt is not None:
+        _check_resumable(out, manifest, model_path, config)
     if is_main:
         say(f"sfttrain: {why}")
     check = None
@@ -436,6 +439,7 @@ def _write_run_info(out, shard_dir, model_path, model_dir, manifest, config) -> 
         "model": str(Path(model_path).resolve()),
         "model_dir": str(Path(model_dir).resolve()),
         "shards": str(Path(shard_dir).resolve()),
+        "shards_fingerprint": shards_fingerprint(manifest),
         "config": to_dict(config),
         "template": manifest.get("template"),
         "tokenizer": manifest.get("tokenizer"),
@@ -561,6 +565,50 @@ def _autocast(device: torch.device, dtype: torch.dtype):
 
 def _has_split(manifest: dict, split: str) -> bool:
     return split in manifest["splits"] and manifest["splits"][split]["sequences"] > 0
+
+
+# Keys that steer a run without changing what its checkpoints hold: they may differ on resume.
+RUN_CONTROL_KEYS = {
+    "eval_every", "eval_batches", "eval_baseline", "save_every", "keep_checkpoints",
+    "early_stopping_patience", "early_stopping_min_delta", "keep_best", "stop_at_step",
+    "log_every", "progress_seconds", "peak_tflops", "data_log", "quant_check",
+    "quant_check_sequences", "quant_damage_warn", "mem_budget", "loss_chunk",
+}
+
+
+def shards_fingerprint(manifest: dict) -> str:
+    """sha256 over every shard file's path and sha256: the same data, whatever directory."""
+    import hashlib
+
+    entries = sorted((f["path"], f["sha256"]) for split in manifest["splits"].values()
+                     for f in split["files"])
+    return hashlib.sha256(json.dumps(entries).encode()).hexdigest()
+
+
+def _check_resumable(out: Path, manifest: dict, model_path, config: TrainConfig) -> None:
+    """Refuse to resume checkpoints made from other shards, another model or another config."""
+    path = out / "run.json"
+    try:
+        before = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return  # checkpoints without a readable run.json: nothing to compare with
+    differences = []
+    old_fp = before.get("shards_fingerprint")
+    if old_fp and old_fp != shards_fingerprint(manifest):
+        differences.append(f"shards: {before.get('shards')} then, other shard files now")
+    if before.get("model") and before["model"] != str(Path(model_path).resolve()):
+        differences.append(f"model: {before['model']} then, {Path(model_path).resolve()} now")
+    now = to_dict(config)
+    for key, old in sorted((before.get("config") or {}).items()):
+        if key in RUN_CONTROL_KEYS or key not in now or now[key] == old:
+            continue
+        differences.append(f"{key}: {old!r} then, {now[key]!r} now")
+    if differences:
+        raise UsageProblem(
+            f"{out} holds checkpoints of another run ({len(differences)} difference(s)):\n  "
+            + "\n  ".join(differences)
+            + f"\nfix: give -o a new directory, pass --no-resume to start over in {out}, or "
+              "repeat the first run's settings")
 
 
 def _resolve_quant(config, out, ckpt, shard_dir, shape, device, dtype):
