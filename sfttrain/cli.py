@@ -100,6 +100,12 @@ def plan(shards, model_path, full, quant, config_file, overrides, gpu_mem, act_b
     config = _build(config_file, overrides, quant, full)
     budget = P.parse_size(gpu_mem) if gpu_mem else None
     lengths = ShardReader(shards, "train").lengths().tolist()
+    # the same refusal `run` gives, before planning memory for data the model cannot read
+    from sftdata.shards import read_manifest
+
+    from .model import check_tokenizer, tokenizer_of
+
+    check_tokenizer(read_manifest(shards), tokenizer_of(model_path), shards, model_path)
     result = P.plan_for(P.model_shape(model_path), config, lengths, budget, int(act_bytes))
     from sftdata.errors import CheckFailed
 

@@ -39,17 +39,21 @@ def resolve_model_dir(path: str | Path) -> Path:
             )
         return path
     if path.is_file() and path.suffix == ".gguf":
-        with open(path, "rb") as fh:
-            magic = fh.read(4)
-        if magic != b"GGUF":
-            raise DataError(
-                f"not a GGUF file (it starts with {magic!r}, not b'GGUF')", file=str(path),
-                fix="pass a real .gguf model file or a Hugging Face model directory",
-            )
+        _check_gguf_magic(path)
         return gguf_to_dir(path)
     raise DataError(
         "model not found", file=str(path), fix="pass a local model directory or a .gguf file"
     )
+
+
+def _check_gguf_magic(path: Path) -> None:
+    with open(path, "rb") as fh:
+        magic = fh.read(4)
+    if magic != b"GGUF":
+        raise DataError(
+            f"not a GGUF file (it starts with {magic!r}, not b'GGUF')", file=str(path),
+            fix="pass a real .gguf model file or a Hugging Face model directory",
+        )
 
 
 def gguf_to_dir(path: Path) -> Path:
@@ -74,6 +78,17 @@ def gguf_to_dir(path: Path) -> Path:
     model.generation_config.save_pretrained(tmp)
     tmp.replace(out) if not out.exists() else None
     return out
+
+
+def tokenizer_of(model_path: str | Path):
+    """The tokenizer of a model directory or a .gguf file, without loading any weights."""
+    from transformers import AutoTokenizer
+
+    path = Path(model_path)
+    if path.is_file() and path.suffix == ".gguf":
+        _check_gguf_magic(path)
+        return AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    return load_tokenizer(resolve_model_dir(path))
 
 
 def load_tokenizer(model_dir: str | Path):

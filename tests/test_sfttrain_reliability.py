@@ -104,3 +104,12 @@ def test_l31_adapter_config_lists_targets_in_one_order(tiny, shards, tmp_path):
     config = json.loads((tmp_path / "a" / "adapter" / "adapter_config.json").read_text())
     assert config["target_modules"] == sorted(config["target_modules"])
     assert len(config["target_modules"]) == 14  # 7 linear layers x 2 blocks of the tiny model
+
+
+def test_l28_plan_refuses_shards_of_another_tokenizer_like_run(tiny, tmp_path):
+    other = write_shards(tmp_path / "o", {"train": task_records(4)}, vocab_hash="0" * 64)
+    result = CliRunner().invoke(cli, ["plan", str(other), "--model", str(tiny), "--gpu-mem",
+                                      "1GiB"])
+    assert result.exit_code == 1
+    assert "tokenized with another tokenizer than the model's" in result.output
+    assert "shards vocab_hash " + "0" * 64 in result.output
