@@ -56,7 +56,8 @@ def test_kept_rows_on_stdout_summary_on_stderr(records_file, tmp_path):
     assert kept == ["a", "b"]
     assert result.stderr.splitlines() == [
         f"dedup {records_file}: 4 in, 2 kept, 2 dropped (exact 1, near 1) in 1 clusters",
-        "near: 9 bands x 13 rows for threshold 0.8 (128 permutations), 1 candidate pairs",
+        "near: 9 bands x 13 rows for threshold 0.8 (128 permutations), 1 candidate pairs, "
+        "0 rejected by estimated Jaccard below 0.8",
         f"dropped records written to {dupes}",
     ]
     dropped = pl.read_ndjson(dupes)
@@ -87,7 +88,21 @@ def test_output_is_idempotent_and_deterministic(records_file):
 
 def test_verify_reports_rejected_pairs(records_file):
     result = run(str(records_file), "--verify")
-    assert "1 candidate pairs, 0 rejected by exact Jaccard" in result.stderr
+    assert "1 candidate pairs, 0 rejected by exact Jaccard below 0.8" in result.stderr
+
+
+def test_candidates_below_the_threshold_are_reported_as_rejected(tmp_path):
+    """M13: a candidate pair whose estimated Jaccard is under --threshold is kept and counted."""
+    base = words(3, 60)
+    other = list(base)
+    for p in (10, 30, 50):
+        other[p] = "changed"
+    path = tmp_path / "in.jsonl"
+    write_table(from_dicts([chat("q", " ".join(base), id="a"), chat("q", " ".join(other), id="b")]), path)
+    result = run(str(path), "--mode", "near", "--threshold", "0.7", "--seed", "1")
+    assert result.exit_code == 0, result.stderr
+    assert [json.loads(line)["id"] for line in result.stdout.splitlines()] == ["a", "b"]
+    assert "1 candidate pairs, 1 rejected by estimated Jaccard below 0.7" in result.stderr
 
 
 def test_empty_view_warning(tmp_path):

@@ -152,6 +152,34 @@ def test_verify_drops_false_candidates():
     assert strict.kept["id"].to_list() == ["a", "b"]
 
 
+def one_and_two_word_variants(n: int = 300) -> pl.DataFrame:
+    """The M13 set: n texts of 40 words x 3 variants (0, 1 or 2 words changed). One changed word
+    gives a true word 5-gram Jaccard of about 0.76, two about 0.6: below the default 0.8."""
+    rng = random.Random(0)
+    bases = [[f"w{rng.randrange(300)}" for _ in range(40)] for _ in range(n)]
+    variants = []
+    for b in bases:
+        for k in range(3):
+            changed = set(rng.sample(range(40), k))
+            variants.append([f"w{rng.randrange(300)}" if j in changed else x for j, x in enumerate(b)])
+    rng.shuffle(variants)
+    return records(*(chat(" ".join(v), " ".join(v[:10]), id=str(i)) for i, v in enumerate(variants)))
+
+
+def test_candidate_pairs_below_the_threshold_are_not_merged():
+    """M13: sharing an LSH band makes a pair a candidate only; without --verify its Jaccard
+    estimated from the signatures must reach --threshold too (before: every candidate merged,
+    105 near drops, 55 with a similarity below 0.8, the lowest 0.52)."""
+    df = one_and_two_word_variants()
+    result = dedup(df)
+    assert result.candidate_pairs == 107 and result.rejected_pairs == 57
+    near = result.dupes.filter(pl.col("reason") == "near")
+    assert near.height == result.dropped_near == 50
+    assert near["similarity"].min() >= 0.8  # every pair merged is a pair the estimate accepts
+    strict = dedup(df, verify=True)  # the exact Jaccard of every candidate is below 0.8
+    assert (strict.candidate_pairs, strict.rejected_pairs, strict.dropped_near) == (107, 107, 0)
+
+
 def test_union_find_is_transitive():
     labels = clusters_from_pairs(6, np.array([[0, 1], [1, 2], [3, 4]]))
     assert labels[0] == labels[1] == labels[2]

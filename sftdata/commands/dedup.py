@@ -38,7 +38,7 @@ NEAR_ONLY = ("threshold", "num_perm", "ngram", "unit", "verify")
 @click.option("--unit", type=click.Choice(["word", "char"]), default="word", show_default=True,
               help="Shingles of words or of characters.")
 @click.option("--verify", is_flag=True,
-              help="Check every candidate pair by exact Jaccard of its shingles (fewer false drops).")
+              help="Check candidate pairs by exact Jaccard of their shingles, not the MinHash estimate.")
 @click.option("--keep", default="first", show_default=True, metavar="first|longest|COLUMN",
               help="Which record of a cluster stays: the first, the longest, or the highest COLUMN.")
 @file_option("--dupes", help="Write dropped records here with cluster_id, kept_id, similarity and reason.")
@@ -99,8 +99,8 @@ def _summarize(result, source: str, mode: str, on: str, threshold: float, num_pe
             f"near: {result.bands} bands x {result.rows_per_band} rows for threshold {threshold} "
             f"({num_perm} permutations), {result.candidate_pairs} candidate pairs"
         )
-        if verify:
-            line += f", {result.rejected_pairs} rejected by exact Jaccard"
+        kind = "exact" if verify else "estimated"
+        line += f", {result.rejected_pairs} rejected by {kind} Jaccard below {threshold}"
         say(line)
     if result.not_compared:
         warn(f"{result.not_compared} records have an empty {on} and were kept without comparison")

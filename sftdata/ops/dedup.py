@@ -3,9 +3,10 @@
 Two stages, each optional (``mode``):
   exact  records whose chosen view is identical after normalization (NFKC, case folding,
          whitespace; punctuation optionally) are one cluster;
-  near   MinHash LSH over the survivors of the exact stage: candidate pairs share a band,
-         optionally verified by exact Jaccard of their shingle sets, then joined into clusters
-         by union-find (so similarity is transitive inside a cluster).
+  near   MinHash LSH over the survivors of the exact stage: candidate pairs share a band and
+         are kept only when their Jaccard reaches the threshold, estimated from the signatures
+         (or exact, from their shingle sets, with ``verify``), then joined into clusters by
+         union-find (so similarity is transitive inside a cluster).
 One record per cluster is kept by the ``keep`` policy (first, longest, or the highest value of a
 numeric column; ties go to the earliest row). Kept rows leave in input order with their columns
 unchanged, so running dedup on its own output drops nothing.
@@ -49,7 +50,7 @@ class DedupResult:
     bands: int = 0
     rows_per_band: int = 0
     candidate_pairs: int = 0
-    rejected_pairs: int = 0  # candidates whose exact Jaccard fell below the threshold (verify)
+    rejected_pairs: int = 0  # candidates below the threshold (exact Jaccard with verify, else estimated)
 
     @property
     def dropped(self) -> int:
@@ -295,6 +296,12 @@ def _near_stage(
         exact = np.array([_jaccard(sets[i], sets[j]) for i, j in pairs.tolist()])
         result.rejected_pairs = int((exact < threshold).sum())
         pairs = pairs[exact >= threshold]
+    elif len(pairs):
+        # sharing a band only makes a pair a candidate (M13): its Jaccard estimated from the
+        # whole signatures must reach the threshold too, as datasketch and text-dedup check
+        estimate = estimated_jaccard(sigs, pairs)
+        result.rejected_pairs = int((estimate < threshold).sum())
+        pairs = pairs[estimate >= threshold]
     if len(pairs) == 0:
         return
     members = np.unique(pairs)
@@ -307,6 +314,15 @@ def _near_stage(
         similarity[moved] = [_jaccard(sets[i], sets[near_rep[i]]) for i in moved.tolist()]
     else:
         similarity[moved] = (sigs[moved] == sigs[near_rep[moved]]).mean(axis=1)
+
+
+def estimated_jaccard(sigs: np.ndarray, pairs: np.ndarray, chunk: int = 65536) -> np.ndarray:
+    """The MinHash estimate of each pair's Jaccard: the share of equal signature values."""
+    out = np.empty(len(pairs), dtype=np.float64)
+    for start in range(0, len(pairs), chunk):
+        a, b = pairs[start : start + chunk, 0], pairs[start : start + chunk, 1]
+        out[start : start + chunk] = (sigs[a] == sigs[b]).mean(axis=1)
+    return out
 
 
 def _shingle_sets(
