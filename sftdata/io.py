@@ -195,6 +195,8 @@ def _is_complete_json(line: bytes) -> bool:
         json.loads(line)
     except ValueError:
         return False
+    except RecursionError:  # complete or not, too deep: the reader reports it with its line
+        return True
     return True
 
 
@@ -258,6 +260,7 @@ def parse_json_line(raw: bytes, name: str, lineno: int) -> Any:
             line=lineno,
             fix="re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)",
         ) from None
+    _check_depth(raw, name, lineno)
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
@@ -267,6 +270,24 @@ def parse_json_line(raw: bytes, name: str, lineno: int) -> Any:
             line=lineno,
             fix="repair or remove the line, or pass --rejects FILE to skip bad rows",
         ) from None
+
+
+def _check_depth(data: bytes, name: str, first_line: int, limit: int | None = None) -> None:
+    """Refuse JSON nested deeper than a parser survives (M17), naming its line."""
+    from .jsondepth import JSON_MAX_DEPTH, first_too_deep
+
+    limit = JSON_MAX_DEPTH if limit is None else limit
+    found = first_too_deep(data, limit)
+    if found is not None:
+        raise deep_json_error(name, first_line + found[0], found[1], limit)
+
+
+def deep_json_error(name: str, line: int, depth: int, limit: int) -> DataError:
+    return DataError(
+        f"JSON nested {depth} levels deep; at most {limit} levels are read", file=name,
+        line=line, fix="flatten the value (e.g. store it as a JSON string), or pass --rejects "
+        "FILE to skip such rows",
+    )
 
 
 def skip_fix(name: str) -> str:
@@ -307,6 +328,13 @@ def read_json_array(source: Source) -> list[Any]:
             f"invalid UTF-8 at byte {exc.start}", file=source.name, line=line,
             fix="re-encode the file as UTF-8",
         ) from None
+    from .jsondepth import JSON_MAX_DEPTH, first_too_deep
+
+    found = first_too_deep(data, JSON_MAX_DEPTH, per_line=False)
+    if found is not None:
+        error = deep_json_error(source.name, found[0] + 1, found[1], JSON_MAX_DEPTH)
+        error.fix = "flatten the value (e.g. store it as a JSON string)"
+        raise error
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -420,12 +448,41 @@ def iter_jsonl_frames(
 def _read_ndjson_chunk(
     chunk: bytes, first_line: int, name: str, overrides: dict[str, pl.DataType] | None
 ) -> pl.DataFrame:
-    try:
-        return pl.read_ndjson(io.BytesIO(chunk), schema_overrides=overrides, infer_schema_length=None)
-    except Exception:
-        pass
+    from .jsondepth import READER_MAX_DEPTH, TABLE_MAX_DEPTH, first_too_deep
+
+    # Polars dies on deep nesting (M17): measured before it reads, the table checked after
+    limit = READER_MAX_DEPTH
+    found = first_too_deep(chunk, limit)
+    if found is None:
+        try:
+            frame = pl.read_ndjson(io.BytesIO(chunk), schema_overrides=overrides,
+                                   infer_schema_length=None)
+        except Exception:
+            frame = None
+        if frame is not None and max(map(dtype_depth, frame.dtypes), default=0) <= TABLE_MAX_DEPTH:
+            return frame
+        if frame is not None:
+            limit = TABLE_MAX_DEPTH
+            found = first_too_deep(chunk, limit)
+    if found is not None:
+        error = deep_json_error(name, first_line + found[0], found[1], limit)
+        error.fix = "flatten the value (e.g. store it as a JSON string); " + skip_fix(name)
+        raise error
     # Polars' error does not say which line; find it ourselves
     raise locate_bad_line(chunk, first_line, name) from None
+
+
+def dtype_depth(dtype: pl.DataType) -> int:
+    """How many list and struct levels a Polars type nests (without recursion)."""
+    deepest, stack = 0, [(dtype, 0)]
+    while stack:
+        current, level = stack.pop()
+        deepest = max(deepest, level)
+        if isinstance(current, (pl.List, pl.Array)):
+            stack.append((current.inner, level + 1))
+        elif isinstance(current, pl.Struct):
+            stack.extend((f.dtype, level + 1) for f in current.fields)
+    return deepest
 
 
 @dataclass

@@ -39,20 +39,24 @@ def read_jsonl_frame(
     """
     import pyarrow.json as pj
 
-    if not _objects_only(chunk):
-        return None, None
+    from .jsondepth import READER_MAX_DEPTH, first_too_deep
+
+    if not _objects_only(chunk) or first_too_deep(chunk, READER_MAX_DEPTH) is not None:
+        return None, None  # deep nesting crashes Arrow (M17): the row path measures each line
     table = None
     if hint is not None:
         table = _read(chunk, pj.ParseOptions(explicit_schema=hint, unexpected_field_behavior="error"))
     if table is None:
         table = _read(chunk, pj.ParseOptions())
-        if table is None:
+        if table is None or _too_deep(table.schema):
             return None, None
         if _has_timestamp(table.schema):
             fixed = _timestamps_as_strings(table.schema)
             table = _read(chunk, pj.ParseOptions(explicit_schema=fixed))
             if table is None:
                 return None, None
+    if _too_deep(table.schema):
+        return None, None
     if table.num_rows != _count_rows(chunk, table.num_rows, newlines) or not _valid(table):
         return None, None
     return pl.from_arrow(table), table.schema
@@ -104,6 +108,20 @@ def _count_rows(chunk: bytes | bytearray, expected: int, newlines: int | None) -
     if cheap == expected:
         return cheap
     return sum(1 for line in chunk.split(b"\n") if line.strip())
+
+
+def _too_deep(schema: Any) -> bool:
+    """Nesting deeper than a record table holds: pl.from_arrow crashes near 1,000 levels (M17),
+    and the row path keeps such values as JSON text in meta."""
+    from .jsondepth import TABLE_MAX_DEPTH
+
+    stack = [(field.type, 1) for field in schema]
+    while stack:
+        dtype, level = stack.pop()
+        if level > TABLE_MAX_DEPTH:
+            return True
+        stack.extend((dtype.field(i).type, level + 1) for i in range(dtype.num_fields))
+    return False
 
 
 def _has_timestamp(schema: Any) -> bool:

@@ -309,3 +309,85 @@ def test_L3_rows_count_from_1_in_every_command(tmp_path):
                         '"content":"q"},{"role":"assistant","content":"a"}]}\n')
     result = sftdata("render-template", "-t", "chatml", nullrole)
     assert result.exit_code == 1 and f"{nullrole}, row 2: " in result.output
+
+
+def nested_line(depth: int) -> str:
+    """An alpaca row whose extra field nests `depth` arrays (the line nests depth + 1)."""
+    return '{"instruction":"x","input":"","output":"y","extra":' + "[" * depth + "]" * depth + "}"
+
+
+def test_M17_deep_nesting_is_a_bad_row_not_a_segfault(tmp_path):
+    """20,000 levels killed convert with SIGSEGV (Arrow's reader), 1,000 gave a RecursionError
+    traceback; run as a process, since a crash would take the test runner with it."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path = tmp_path / "nest.jsonl"
+    path.write_text('{"instruction":"a","input":"","output":"b"}\n' + nested_line(20000) + "\n")
+    exe = Path(sys.executable).parent / "sftdata"
+    done = subprocess.run([exe, "convert", path], capture_output=True, text=True)
+    assert done.returncode == 1
+    assert done.stderr == (
+        f"Error: {path}, line 2: JSON nested 20001 levels deep; at most 800 levels are read. "
+        "Fix: flatten the value (e.g. store it as a JSON string), or pass --rejects FILE to skip "
+        "such rows\n"
+    )
+    rejects = tmp_path / "rej.jsonl"
+    result = sftdata("convert", path, "--rejects", rejects)
+    assert result.exit_code == 0 and len(result.stdout.splitlines()) == 1
+    (reject,) = [json.loads(x) for x in rejects.read_text().splitlines()]
+    assert (reject["line"], reject["reason"]) == (2, "JSON nested 20001 levels deep; at most 800 levels are read")
+    path.write_text(nested_line(1000) + "\n")
+    result = sftdata("convert", path)
+    assert result.exit_code == 1
+    assert result.output.startswith(f"Error: {path}, line 1: JSON nested 1001 levels deep; at most 800")
+
+
+def test_M17_nesting_a_table_cannot_hold_goes_to_meta_as_text(tmp_path):
+    path = tmp_path / "nest.jsonl"
+    path.write_text(nested_line(2) + "\n" + nested_line(500) + "\n")
+    result = sftdata("convert", path)
+    assert result.exit_code == 0, result.output
+    metas = [json.loads(json.loads(x)["meta"]) for x in result.stdout.splitlines()]
+    assert metas[0] == {"extra": [[]]}
+    depth, value = 0, metas[1]["extra"]
+    while value:
+        depth, value = depth + 1, value[0]
+    assert depth == 499  # the innermost [] is empty
+
+
+def test_M17_deep_oasst_tree_converts(tmp_path):
+    """An export tree of 300 levels gave a RecursionError traceback (200 worked)."""
+    node: dict = {}
+    for i in range(299, -1, -1):
+        node = {"message_id": f"n{i}", "text": f"t{i}", "role": ("prompter", "assistant")[i % 2],
+                "replies": [node] if node else []}
+    path = tmp_path / "tree.jsonl"
+    path.write_text(json.dumps({"message_tree_id": "T", "prompt": node}) + "\n")
+    result = sftdata("convert", path)
+    assert result.exit_code == 0, result.output
+    (record,) = [json.loads(x) for x in result.stdout.splitlines()]
+    assert len(record["messages"]) == 300 and record["id"] == "n299"
+
+
+def test_M17_deep_columns_in_record_files_and_json_arrays(tmp_path):
+    records = tmp_path / "recs.jsonl"
+    good = {"id": "a", "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
+    deep = json.dumps(good)[:-1] + ', "x": ' + "[" * 100 + "]" * 100 + "}"
+    records.write_text(json.dumps(good) + "\n" + deep + "\n")
+    result = sftdata("dedup", records)
+    assert result.exit_code == 1
+    assert result.output.startswith(
+        f"Error: {records}, line 2: JSON nested 101 levels deep; at most 64 levels are read. "
+        "Fix: flatten the value (e.g. store it as a JSON string); repair or remove the line")
+    records.write_text(json.dumps(good) + "\n" + deep.replace("[" * 100, "[" * 3000).replace("]" * 100, "]" * 3000) + "\n")
+    result = sftdata("dedup", records)
+    assert result.exit_code == 1
+    assert "line 2: JSON nested 3001 levels deep; at most 256 levels are read" in result.output
+    array = tmp_path / "rows.json"
+    array.write_text('[\n{"instruction":"a","input":"","output":"b"},\n' + nested_line(2000) + "\n]\n")
+    result = sftdata("convert", array)
+    assert result.exit_code == 1
+    assert result.output.startswith(
+        f"Error: {array}, line 3: JSON nested 2002 levels deep; at most 800 levels are read")

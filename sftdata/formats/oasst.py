@@ -133,10 +133,15 @@ def _all_paths(root: dict[str, Any], where: str):
 
 
 def _assistant_below(node: dict[str, Any]) -> bool:
-    for reply in node.get("replies") or []:
-        if isinstance(reply, dict) and not reply.get("deleted"):
-            if reply.get("role") == "assistant" or _assistant_below(reply):
-                return True
+    """An assistant message anywhere below ``node`` (a loop, not recursion: trees of hundreds of
+    levels are read, M17)."""
+    stack = [node]
+    while stack:
+        for reply in stack.pop().get("replies") or []:
+            if isinstance(reply, dict) and not reply.get("deleted"):
+                if reply.get("role") == "assistant":
+                    return True
+                stack.append(reply)
     return False
 
 

@@ -119,6 +119,10 @@ class Converter:
                 records += adapter.to_records(value, self.opts)
             except RowProblem as p:
                 self._problem(raw, self._error(raw, p), rejects)
+            except RecursionError:  # a value nested too deeply for what reads it (M17)
+                problem = RowProblem(None, "nested too deeply to convert",
+                                     "flatten the value, or pass --rejects FILE to skip such rows")
+                self._problem(raw, self._error(raw, problem), rejects)
         self.records_out += len(records)
         return BatchResult(_records_frame(records), _rejects_frame(rejects))
 
