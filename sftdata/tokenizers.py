@@ -98,6 +98,15 @@ class Tokenizer:
             cached = self.__dict__["_vocab_hash"] = tokenizer_fingerprint(self.vocab())
         return cached
 
+    def max_token_chars(self) -> int:
+        """The most characters of text one token can stand for (its longest vocabulary entry,
+        in bytes or byte-level characters: never fewer than the characters it covers)."""
+        cached = self.__dict__.get("_max_token_chars")
+        if cached is None:
+            cached = max((len(t) for t in self.vocab()), default=1)
+            cached = self.__dict__["_max_token_chars"] = max(cached, 1)
+        return cached
+
     def info_json(self) -> str:
         return json.dumps(self.info(), ensure_ascii=False, separators=(",", ":"))
 
@@ -107,6 +116,7 @@ class Tokenizer:
 
 class HFTokenizer(Tokenizer):
     backend = "hf"
+    spec = ""  # the directory or .gguf file it was loaded from
 
     def __init__(self, tok: Any, name: str) -> None:
         if not getattr(tok, "is_fast", False):
@@ -168,7 +178,9 @@ def load_hf(spec: str) -> HFTokenizer:
             tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     except (OSError, ValueError, TypeError, KeyError) as exc:
         raise TokenizerError(f"{spec}: cannot load a Hugging Face tokenizer ({exc})") from None
-    return HFTokenizer(tok, path.name or spec)
+    loaded = HFTokenizer(tok, path.name or spec)
+    loaded.spec = spec
+    return loaded
 
 
 # --------------------------------------------------------------------------- tiktoken

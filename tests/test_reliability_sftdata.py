@@ -391,3 +391,85 @@ def test_M17_deep_columns_in_record_files_and_json_arrays(tmp_path):
     assert result.exit_code == 1
     assert result.output.startswith(
         f"Error: {array}, line 3: JSON nested 2002 levels deep; at most 800 levels are read")
+
+
+def rendered_file(tmp_path, template: str, source: str = "fixtures/raw/alpaca.jsonl") -> str:
+    records = sftdata("convert", source).stdout
+    path = tmp_path / f"{template}.jsonl"
+    path.write_text(sftdata("render-template", "-t", template, input=records).stdout)
+    return path
+
+
+def test_M11_control_tokens_the_tokenizer_lacks_are_refused(tmp_path):
+    """chatml text under a tiktoken file without --special: <|im_start|> became 10 ordinary
+    tokens and the trained end-of-turn a 9-piece string, with exit 0 and no warning."""
+    path = rendered_file(tmp_path, "chatml")
+    tiny = "fixtures/tokenizers/tiny.tiktoken"
+    result = sftdata("tokenize", "-t", tiny, path)
+    assert result.exit_code == 1
+    assert result.output == (
+        f"Error: {path}, row 1: field 'text': control token(s) of the template are not single "
+        "tokens of tiny: '<|im_end|>' (9 pieces), '<|im_start|>' (10 pieces). Fix: give them ids "
+        "with --special '<|im_end|>=ID,<|im_start|>=ID' (ids above the vocabulary), render with a "
+        "template this tokenizer has tokens for, or pass --allow-split-tokens to tokenize them as "
+        "plain text\n"
+    )
+    ok = sftdata("tokenize", "-t", tiny, "--special", "<|im_start|>=2000,<|im_end|>=2001", path)
+    assert ok.exit_code == 0, ok.output
+    first = json.loads(ok.stdout.splitlines()[0])
+    assert first["input_ids"][0] == 2000 and 2001 in first["labels"]  # one trained end-of-turn
+    assert sftdata("tokenize", "-t", tiny, "--allow-split-tokens", path).exit_code == 0
+
+
+def test_M11_a_marker_that_only_some_rows_use_names_its_first_row(tmp_path):
+    """llama3 text records end with <|end_of_text|>, which tiny-chatml lacks (13 pieces); the
+    conversation rows before it use only tokens it has."""
+    src = tmp_path / "mixed.jsonl"
+    src.write_text('{"instruction":"a","input":"","output":"b"}\n')
+    chat_rows = sftdata("convert", src).stdout
+    text_rows = sftdata("convert", "--from", "text", input='{"text": "plain document"}\n').stdout
+    path = tmp_path / "r.jsonl"
+    rendered = sftdata("render-template", "-t", "llama3", input=chat_rows + text_rows)
+    path.write_text(rendered.stdout)
+    result = sftdata("tokenize", "-t", TINY_HF, path)
+    assert result.exit_code == 1
+    assert result.output.startswith(
+        f"Error: {path}, row 2: field 'text': control token(s) of the template are not single "
+        "tokens of tiny-chatml: '<|end_of_text|>' (13 pieces). Fix: tokenize with the tokenizer "
+        f"the template was made for, render with this tokenizer's own template (sftdata "
+        f"render-template -t {TINY_HF}), or pass --allow-split-tokens")
+    assert sftdata("tokenize", "-t", TINY_HF, input=rendered.stdout).output.startswith(
+        "Error: <stdin>, row 2: ")
+
+
+def test_M12_max_len_bounds_what_is_encoded_and_labels_stay_right(tmp_path):
+    """One 50 MB record with --max-len 2048 took 100 s and 10 GB: the whole text was encoded
+    before truncation. Now only char_cap characters are; ids and labels equal those of the whole
+    text truncated, for right and left truncation."""
+    from sftdata.ops.tokenize import char_cap, tokenize
+    from sftdata.tokenizers import load_tokenizer
+
+    answer = " ".join(f"word{i % 97}" for i in range(12000))  # ~100k characters
+    row = {"instruction": "say it", "input": "", "output": answer}
+    src = tmp_path / "long.jsonl"
+    src.write_text(json.dumps(row) + "\n" + json.dumps({**row, "output": "short"}) + "\n")
+    path = tmp_path / "r.jsonl"
+    path.write_text(sftdata("render-template", "-t", "chatml", input=sftdata("convert", src).stdout).stdout)
+    from sftdata.io import read_records
+
+    df, tok = read_records(path), load_tokenizer(TINY_HF)
+    assert char_cap(tok, 64) == 4 * 19 * 72 < len(df["text"][0])
+    whole = tokenize(df, tok)
+    for truncation, part in (("right", slice(0, 64)), ("left", slice(-64, None))):
+        cut = tokenize(df, tok, max_len=64, truncation=truncation)
+        assert cut.report["rows_capped"] == 1 and cut.report["rows_truncated"] == 1
+        for column in ("input_ids", "labels"):
+            assert cut.records[column][0].to_list() == whole.records[column][0].to_list()[part]
+            assert cut.records[column][1].to_list() == whole.records[column][1].to_list()
+    dropped = tokenize(df, tok, max_len=64, truncation="drop")
+    assert dropped.rejects["reason"].to_list() == ["more than 3860 tokens, longer than --max-len 64"]
+    result = sftdata("tokenize", "-t", TINY_HF, "--max-len", "64", path)
+    assert result.exit_code == 0
+    assert ("tokenize: 1 rows longer than 5472 characters were cut to that before encoding "
+            "(4 x the longest token x (--max-len + 8)); their token counts before truncation are "
+            "of the cut text") in result.stderr

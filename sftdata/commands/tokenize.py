@@ -50,6 +50,10 @@ from ._common import (
     "--truncation", type=click.Choice(["right", "left", "drop", "fail"]), default=None,
     help="Rows over --max-len: keep the start (right, default), keep the end (left), drop, fail.",
 )
+@click.option(
+    "--allow-split-tokens", is_flag=True,
+    help="Tokenize template control tokens the tokenizer lacks as plain text (refused by default).",
+)
 @report_option(help="Write the truncation and length report here as JSON.")
 @file_option("--plot", "plot_path", help="Write a histogram of tokens per record here as PNG.")
 @output_options
@@ -58,7 +62,7 @@ from ._common import (
 def tokenize(
     input_path: str, tokenizer_spec: str, backend: str, special: str | None, eos: str | None,
     pad: str | None, train_on: str, train_eot: bool, train_prompt: bool, max_len: int | None,
-    truncation: str | None, report_path: str | None, plot_path: str | None, output: str,
+    truncation: str | None, allow_split_tokens: bool, report_path: str | None, plot_path: str | None, output: str,
     to: str | None, rejects: str | None,
 ) -> None:
     """Tokenize rendered records into input_ids and labels (-100: not trained).
@@ -91,7 +95,7 @@ def tokenize(
     result = op(
         df, tok, train_on=train_on, train_eot=train_eot, train_prompt=train_prompt,
         max_len=max_len, truncation=truncation or "right",
-        source=None if input_path == "-" else input_path,
+        source=None if input_path == "-" else input_path, allow_split_tokens=allow_split_tokens,
     )
     report = result.report
     unsupervised = report["rows_no_supervised"]
@@ -135,6 +139,12 @@ def _summarize(report: dict, rejects: str | None) -> None:
         f"tokenize: tokens per row min {lengths['min']}, median {lengths['median']}, "
         f"p95 {lengths['p95']}, max {lengths['max']}"
     )
+    if report.get("rows_capped"):
+        say(
+            f"tokenize: {report['rows_capped']} rows longer than {report['char_cap']} characters "
+            f"were cut to that before encoding (4 x the longest token x (--max-len + 8)); their "
+            "token counts before truncation are of the cut text"
+        )
     if report["rows_truncated"]:
         warn(
             f"{report['rows_truncated']} rows truncated ({report['truncation']}), "

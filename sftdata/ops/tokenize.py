@@ -10,12 +10,14 @@ A turn with weight 0 is never trained. The end-of-turn marker of a trained turn 
 ``train_eot=False``; ``train_prompt`` trains every token.
 
 Truncation to ``max_len``: right (keep the start), left (keep the end of the conversation), drop,
-or fail. Rows left with no supervised token are never passed on: they go to ``rejects`` with a
+or fail. Only the first (left: last) :func:`char_cap` characters of a row are encoded, so a huge
+row costs what max_len does, not what its length does (M12); the report counts such rows. Rows left with no supervised token are never passed on: they go to ``rejects`` with a
 reason (the command fails on them unless --rejects is given).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,6 +101,7 @@ def tokenize(
     max_len: int | None = None,
     truncation: str = "right",
     source: str | None = None,
+    allow_split_tokens: bool = False,
 ) -> TokenizeResult:
     if train_on not in POLICIES:
         raise ValueError(f"train_on must be one of {', '.join(POLICIES)}")
@@ -110,10 +113,14 @@ def tokenize(
             f"no {' or '.join(repr(c) for c in missing)} column", file=source,
             fix="run the records through `sftdata render-template` first",
         )
+    if not allow_split_tokens:
+        check_control_tokens(df, tokenizer, source)
     texts = [t or "" for t in df["text"].to_list()]
     char_spans = (
         [[] for _ in texts] if train_prompt else chosen_char_spans(df["spans"], train_on, train_eot)
     )
+    cap = char_cap(tokenizer, max_len)
+    capped = _cap_texts(texts, char_spans, cap, truncation) if cap is not None else []
     # encoded in chunks (bounded Python lists), then labels and counts are whole-array numpy
     encoded = _merge([
         tokenizer.encode(texts[i : i + CHUNK_ROWS], char_spans[i : i + CHUNK_ROWS])
@@ -131,7 +138,9 @@ def tokenize(
         np.zeros(len(texts), dtype=bool) if train_prompt or df.height == 0
         else _span_counts(df["spans"]) == 0
     )
-    for row in np.flatnonzero(supervised_before == 0):
+    is_capped = np.zeros(len(texts), dtype=bool)
+    is_capped[capped] = True  # longer than max_len whatever the rest holds: truncation decides
+    for row in np.flatnonzero((supervised_before == 0) & ~is_capped):
         reasons[int(row)] = (
             "no supervised token (no assistant turn to train)" if no_spans[row]
             else f"no supervised token (train-on {train_on})"
@@ -141,12 +150,14 @@ def tokenize(
     if too_long.size and truncation == "fail":
         row = int(too_long[0])
         raise DataError(
-            f"{lengths[row]} tokens, longer than --max-len {max_len}", file=source, row=row + 1,
+            f"{_count_text(lengths[row], is_capped[row])} tokens, longer than --max-len {max_len}",
+            file=source, row=row + 1,
             field="text", fix="raise --max-len or choose --truncation right, left or drop",
         )
     if too_long.size and truncation == "drop":
         for row in too_long:
-            reasons[int(row)] = f"{lengths[row]} tokens, longer than --max-len {max_len}"
+            reasons[int(row)] = (f"{_count_text(lengths[row], is_capped[row])} tokens, longer "
+                                 f"than --max-len {max_len}")
     elif too_long.size:
         if truncation == "right":
             hi[too_long] = lo[too_long] + max_len
@@ -177,8 +188,109 @@ def tokenize(
         pl.Series("reason", [reasons[r] for r in dropped], dtype=pl.String)
     )
     report = _report(df.height, records, rejects, lengths, truncated, lost, max_len, truncation)
+    report["rows_capped"] = len(capped)
+    report["char_cap"] = cap
     report["tokenizer"] = tokenizer.info()
     return TokenizeResult(records, rejects, report, lengths, dropped)
+
+
+# What a template's control tokens look like: <|im_start|>, <｜Assistant｜>, <s>, </s>, <SOT>
+_CONTROL_TOKEN = re.compile(r"<\|[^\s<>|]{1,64}\|>|<｜[^\s<>｜]{1,64}｜>|</?s>|<[A-Z][A-Z0-9_]{1,31}>")
+_TOKEN_SHAPE = re.compile(r"</?[^\s<>]{1,64}>")
+EOT_SAMPLE_ROWS = 256
+
+
+def control_tokens(df: pl.DataFrame) -> list[str]:
+    """The control tokens rendered records were made with: those written in their template
+    (and its special-token variables) and the end-of-turn markers their spans train."""
+    from ..templates import SPECIAL_TOKEN_NAMES, TemplateError, load_template
+
+    found: list[str] = []
+    if "template" in df.columns:
+        for spec in df["template"].drop_nulls().unique().head(4).to_list():
+            try:
+                template = load_template(spec)
+            except (TemplateError, OSError, ValueError, KeyError):
+                continue  # moved or changed: the spans below still show its markers
+            found += _CONTROL_TOKEN.findall(template.text)
+            found += [template.variables[k] for k in SPECIAL_TOKEN_NAMES if template.variables.get(k)]
+            found.append(template.eos_token)
+    sample = df.head(EOT_SAMPLE_ROWS)
+    if isinstance(sample["spans"].dtype, pl.List) and isinstance(sample["spans"].dtype.inner, pl.Struct):
+        flat = sample.select("text", "spans").with_row_index("row").explode("spans").drop_nulls("spans")
+        for text, span in zip(flat["text"].to_list(), flat["spans"].to_list(), strict=True):
+            marker = (text or "")[span["eot_start"]:span["end"]].strip()
+            if _TOKEN_SHAPE.fullmatch(marker):
+                found.append(marker)
+    return [t for t in dict.fromkeys(found) if t and _TOKEN_SHAPE.fullmatch(t)]
+
+
+def check_control_tokens(df: pl.DataFrame, tokenizer: Tokenizer, source: str | None) -> None:
+    """Refuse text whose template control tokens this tokenizer would split into ordinary
+    pieces (M11): the trained end-of-turn would be a string of pieces, never one token."""
+    if df.height == 0 or df["text"].dtype != pl.String:
+        return
+    split: list[tuple[str, int, int]] = []  # token, pieces, first row (0-based)
+    for token in control_tokens(df):
+        pieces = tokenizer.encode_plain([token])[0].size
+        if pieces == 1:
+            continue
+        hits = df["text"].str.contains(token, literal=True).fill_null(False)
+        if hits.any():
+            split.append((token, pieces, int(hits.arg_max())))
+    if not split:
+        return
+    first_row = min(row for _, _, row in split)
+    listed = ", ".join(f"{t!r} ({n} pieces)" for t, n, _ in split)
+    if tokenizer.backend == "tiktoken":
+        ids = ",".join(f"{t}=ID" for t, _, _ in split)
+        fix = (f"give them ids with --special '{ids}' (ids above the vocabulary), render with a "
+               "template this tokenizer has tokens for, or pass --allow-split-tokens to tokenize "
+               "them as plain text")
+    else:
+        fix = ("tokenize with the tokenizer the template was made for, render with this "
+               f"tokenizer's own template (sftdata render-template -t {getattr(tokenizer, 'spec', '') or tokenizer.name}), "
+               "or pass --allow-split-tokens to tokenize them as plain text")
+    raise DataError(
+        f"control token(s) of the template are not single tokens of {tokenizer.name}: {listed}",
+        file=source or "<stdin>", row=first_row + 1, field="text", fix=fix,
+    )
+
+
+CAP_SAFETY = 4  # normalizers may drop characters (accents, controls): room for that
+
+
+def char_cap(tokenizer: Tokenizer, max_len: int | None) -> int | None:
+    """How many characters of a row are encoded under ``max_len`` (M12): enough for max_len +
+    8 tokens of the tokenizer's longest entry, times CAP_SAFETY. A row cut to it still has more
+    than max_len tokens, so truncation, drop and fail decide as on the whole text."""
+    if max_len is None:
+        return None
+    return CAP_SAFETY * tokenizer.max_token_chars() * (max_len + 8)
+
+
+def _count_text(count: int, capped: bool) -> str:
+    return f"more than {count}" if capped else str(count)
+
+
+def _cap_texts(
+    texts: list[str], spans: list[list[tuple[int, int]]], cap: int, truncation: str
+) -> list[int]:
+    """Cut rows longer than ``cap`` characters in place (the end kept for left truncation, the
+    start otherwise), spans moved and clipped with them; the rows cut."""
+    cut = []
+    for i, text in enumerate(texts):
+        if len(text) <= cap:
+            continue
+        cut.append(i)
+        if truncation == "left":
+            shift = len(text) - cap
+            texts[i] = text[shift:]
+            spans[i] = [(max(a - shift, 0), b - shift) for a, b in spans[i] if b - shift > 0]
+        else:
+            texts[i] = text[:cap]
+            spans[i] = [(a, min(b, cap)) for a, b in spans[i] if a < cap]
+    return cut
 
 
 def _span_counts(spans: pl.Series) -> np.ndarray:
