@@ -121,7 +121,14 @@ def _from_column_json(spec: str | dict[str, Any]) -> Template:
 def _from_file(path: Path, spec: str) -> Template:
     if path.suffix == ".gguf":
         return _from_gguf(path, spec)
-    raw = path.read_text(encoding="utf-8")
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:  # L22: a binary file given as a template
+        raise TemplateError(
+            f"{spec}: not a text file (invalid UTF-8 at byte {exc.start}); a template is a Jinja "
+            "file, a tokenizer directory or its tokenizer_config.json, or a built-in name "
+            f"({', '.join(BUILTINS)})"
+        ) from None
     if path.suffix == ".json":  # a tokenizer_config.json, or {"chat_template": ...} (mistral.rs)
         return _from_config(json.loads(raw), path.parent, spec, path.stem)
     return Template(path.stem, raw, spec)
@@ -218,9 +225,11 @@ def _render_text(
         ) from None
     except jinja2.exceptions.TemplateError as exc:
         raise TemplateError(f"template {template.name!r} refused the conversation: {exc}") from None
-    except (TypeError, ValueError, KeyError, IndexError, AttributeError) as exc:
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError,
+            RecursionError) as exc:  # OverflowError: the sandbox's range() limit (L22)
         raise TemplateError(
-            f"template {template.name!r} failed on the conversation: {type(exc).__name__}: {exc}"
+            f"template {template.name!r} failed on the conversation: {type(exc).__name__}: "
+            f"{str(exc).rstrip('.')}"
         ) from None
 
 

@@ -319,6 +319,11 @@ def load_tiktoken(
 
     path = Path(spec)
     name = path.stem if path.is_file() else spec
+    if path.is_dir():  # L24: it is a directory, so say what tiktoken reads instead
+        raise TokenizerError(
+            f"{spec}: a directory; tiktoken reads a .tiktoken ranks file or an encoding name "
+            f"({', '.join(TIKTOKEN_NAMES)}); read a tokenizer directory with --backend hf or auto"
+        )
     if not path.is_file():
         if spec not in TIKTOKEN_NAMES:
             raise TokenizerError(f"{spec}: not a file, directory or tiktoken encoding name")

@@ -473,3 +473,115 @@ def test_M12_max_len_bounds_what_is_encoded_and_labels_stay_right(tmp_path):
     assert ("tokenize: 1 rows longer than 5472 characters were cut to that before encoding "
             "(4 x the longest token x (--max-len + 8)); their token counts before truncation are "
             "of the cut text") in result.stderr
+
+
+def canonical_file(tmp_path, *rows: dict, name: str = "recs.jsonl"):
+    path = tmp_path / name
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+GOOD = {"id": "g", "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
+
+
+@pytest.mark.parametrize(("role", "what"), [(None, "role is missing (null)"),
+                                            ("narrator", "unknown role 'narrator'")])
+def test_L4_render_template_refuses_null_and_unknown_roles(tmp_path, role, what):
+    bad = {"id": "b", "messages": [{"role": "user", "content": "q"}, {"role": role, "content": "x"}]}
+    path = canonical_file(tmp_path, GOOD, bad)
+    result = sftdata("render-template", "-t", "chatml", path)
+    assert result.exit_code == 1
+    assert result.output == (
+        f"Error: {path}, row 2: field 'messages[1].role': {what}. Fix: roles are system, user, "
+        "assistant or tool; convert refuses other roles (`sftdata convert FILE --rejects "
+        "REJECTS.jsonl -o FIXED.jsonl` writes a clean copy), or pass --rejects FILE to set such "
+        "rows aside\n"
+    )
+    rejects = tmp_path / "rej.jsonl"
+    result = sftdata("render-template", "-t", "chatml", path, "--rejects", rejects)
+    assert result.exit_code == 0 and len(result.stdout.splitlines()) == 1
+    assert json.loads(rejects.read_text())["reason"] == f"field 'messages[1].role': {what}"
+
+
+def test_L16_validate_tokenized_suite_on_records_says_not_tokenized(tmp_path):
+    path = canonical_file(tmp_path, GOOD)
+    result = sftdata("validate", "--suite", "tokenized", path)
+    assert result.exit_code == 1
+    assert result.output == (
+        f"Error: {path}: the input is not tokenized (no input_ids and labels columns), and suite "
+        "tokenized checks tokenize's output (eot_trained, lengths_consistent, n_supervised, "
+        "n_tokens). Fix: validate the output of `sftdata tokenize`, or use --suite records for "
+        "records\n"
+    )
+
+
+def test_L18_balance_by_a_list_column_is_a_usage_error(tmp_path):
+    path = canonical_file(tmp_path, GOOD)
+    result = sftdata("balance", "--by", "messages", "--cap", "5", path)
+    assert result.exit_code == 2
+    assert result.output.startswith("Error: --by messages: the column is List(Struct(")
+    assert result.output.rstrip().endswith(
+        "not one value per record; choose a column of strings or numbers (id, source, task, "
+        "label, group, split, meta)")
+
+
+def test_L21_extra_prediction_ids_get_their_own_fix(tmp_path):
+    gold = canonical_file(tmp_path, {**GOOD, "task": "chat"}, name="gold.jsonl")
+    preds = tmp_path / "p.jsonl"
+    preds.write_text('{"id": "g", "prediction": "a"}\n{"id": "zzz", "prediction": "x"}\n')
+    result = sftdata("gold", "score", gold, preds)
+    assert result.exit_code == 1
+    assert result.output == (
+        f"Error: {preds}: 1 prediction id(s) are not in the gold set (first: zzz). Fix: drop the "
+        "predictions whose ids are not gold ids (are they for another gold set?), or pass "
+        "--allow-missing (unknown ids are then ignored)\n"
+    )
+    preds.write_text('{"id": "zzz", "prediction": "x"}\n')
+    result = sftdata("gold", "score", gold, preds)
+    assert result.output.endswith(
+        "Fix: predict every gold record, and drop the predictions whose ids are not gold ids (are "
+        "they for another gold set?), or pass --allow-missing (missing ones then score as empty "
+        "answers, unknown ids are ignored)\n")
+    assert sftdata("gold", "score", gold, preds, "--allow-missing").exit_code == 0
+
+
+def test_L22_render_template_range_and_binary_templates(tmp_path):
+    path = canonical_file(tmp_path, GOOD)
+    huge = tmp_path / "huge.jinja"
+    huge.write_text("{% for i in range(100000000) %}x{% endfor %}\n")
+    result = sftdata("render-template", "-t", huge, path)
+    assert result.exit_code == 1
+    assert result.output == (
+        f"Error: {path}, row 1: field 'messages': template 'huge' failed on the conversation: "
+        "OverflowError: Range too big. The sandbox blocks ranges larger than MAX_RANGE (100000). "
+        "Fix: pick a template that accepts this conversation, or pass --rejects FILE to set such "
+        "rows aside\n"
+    )
+    binary = tmp_path / "image.jinja"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(20))
+    result = sftdata("render-template", "-t", binary, path)
+    assert result.exit_code == 2
+    assert result.output.endswith(
+        f"Error: {binary}: not a text file (invalid UTF-8 at byte 0); a template is a Jinja file, "
+        "a tokenizer directory or its tokenizer_config.json, or a built-in name (chatml, llama3, "
+        "alpaca, sixtoken)\n")
+
+
+def test_L23_empty_input_to_tokenize_is_zero_rows_from_jsonl_and_parquet(tmp_path):
+    empty = tmp_path / "c_empty.jsonl"
+    empty.write_text("")
+    for to in ("jsonl", "parquet"):
+        rendered = sftdata("render-template", "-t", "chatml", empty, "--to", to)
+        result = CliRunner().invoke(cli, ["tokenize", "-t", TINY_HF], input=rendered.stdout_bytes)
+        assert result.exit_code == 0, result.output
+        assert "tokenize: 0 rows in, 0 out, 0 dropped" in result.stderr
+
+
+def test_L24_tiktoken_backend_on_a_directory_says_it_is_one(tmp_path):
+    path = canonical_file(tmp_path, GOOD)
+    result = sftdata("tokenize", "-t", TINY_HF, "--backend", "tiktoken", path)
+    assert result.exit_code == 2
+    assert result.output.endswith(
+        f"Error: {TINY_HF}: a directory; tiktoken reads a .tiktoken ranks file or an encoding name "
+        "(r50k_base, p50k_base, p50k_edit, cl100k_base, o200k_base); read a tokenizer directory "
+        "with --backend hf or auto\n")

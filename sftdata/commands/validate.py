@@ -36,7 +36,7 @@ def validate(input_path: str, suite: str, report_path: str | None) -> None:
     check_paths([("INPUT", input_path), ("--suite", suite if os.path.isfile(suite) else None)], [("--report", report_path)])
     loaded = load_suite(suite)  # a bad --suite is reported before the input is read
     df = read_records(input_path)
-    result = run_validate(df, loaded)
+    result = run_validate(df, loaded, source=display_name(input_path))
     total, failed = len(result.outcomes), len(result.failed)
     failure = verdict(CheckFailed(f"{failed} of {total} expectations failed in suite {result.suite}")
                       if failed else None)

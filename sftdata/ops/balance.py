@@ -73,6 +73,12 @@ def balance(
     mode = check_options(cap, target, mix, temperature, strategy, total)
     if by not in df.columns:
         raise UsageProblem(f"--by {by}: no such column; the input has: {', '.join(df.columns)}")
+    if isinstance(df.schema[by], (pl.List, pl.Array, pl.Struct)):  # L18: a cast traceback before
+        flat = [c for c, t in df.schema.items() if not isinstance(t, (pl.List, pl.Array, pl.Struct))]
+        raise UsageProblem(
+            f"--by {by}: the column is {df.schema[by]}, not one value per record; choose a column "
+            f"of strings or numbers ({', '.join(flat) or 'the input has none'})"
+        )
     strategy = strategy or "downsample"
     keys = df[by].cast(pl.String).fill_null(NULL_CLASS)
     # row numbers grouped by class (classes in name order), input order within each class

@@ -426,9 +426,18 @@ def score(
             parts.append(f"{len(missing)} gold id(s) have no prediction (first: {', '.join(missing[:5])})")
         if unknown:
             parts.append(f"{len(unknown)} prediction id(s) are not in the gold set (first: {', '.join(unknown[:5])})")
+        fixes = []  # each problem its own fix (L21: extra ids were told to predict more)
+        if missing:
+            fixes.append("predict every gold record")
+        if unknown:
+            fixes.append("drop the predictions whose ids are not gold ids (are they for another "
+                         "gold set?)")
+        allow = ("missing ones then score as empty answers" if missing and not unknown else
+                 "unknown ids are then ignored" if unknown and not missing else
+                 "missing ones then score as empty answers, unknown ids are ignored")
         raise DataError(
             "; ".join(parts), file=predictions_name,
-            fix="predict every gold record, or pass --allow-missing (missing ones then score as empty answers)",
+            fix=f"{', and '.join(fixes)}, or pass --allow-missing ({allow})",
         )
     tasks = _tasks(gold, task, gold_name)
     rows = []

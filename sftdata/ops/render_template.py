@@ -8,6 +8,7 @@ from typing import Any
 import polars as pl
 
 from ..errors import DataError
+from ..schema import ROLES
 from ..templates import Template, TemplateError, load_template, renderer_for
 
 SPAN_FIELDS = {
@@ -39,6 +40,20 @@ def spans_series(rows: list[list[dict[str, Any]]]) -> pl.Series:
     offsets_array = pa.Array.from_buffers(pa.int64(), offsets.size, [None, pa.py_buffer(offsets)])
     column = pa.LargeListArray.from_arrays(offsets_array, structs)
     return pl.Series("spans", column).cast(SPANS_TYPE)
+
+
+class _BadRole(ValueError):
+    """(field, message): a message whose role no template knows (L4)."""
+
+
+def _check_roles(messages: list[dict[str, Any]]) -> None:
+    """A null or unknown role is the record's fault, not the template's: a template would ask
+    for a --var (null) or render the turn without a span (unknown) (L4)."""
+    for j, message in enumerate(messages):
+        role = message.get("role")
+        if role not in ROLES:
+            what = "role is missing (null)" if role is None else f"unknown role {role!r}"
+            raise _BadRole(f"messages[{j}].role", what)
 
 
 @dataclass
@@ -75,7 +90,19 @@ def render_template(
     render = renderer_for(tmpl)
     for i, (messages, task) in enumerate(zip(df["messages"].to_list(), tasks, strict=True)):
         try:
+            _check_roles(messages or [])
             out = render(messages or [], generation_prompt=generation_prompt, task=task)
+        except _BadRole as exc:
+            if not keep_going:
+                raise DataError(
+                    exc.args[1], file=source, row=i + 1, field=exc.args[0],
+                    fix="roles are system, user, assistant or tool; convert refuses other roles "
+                    "(`sftdata convert FILE --rejects REJECTS.jsonl -o FIXED.jsonl` writes a "
+                    "clean copy), or pass --rejects FILE to set such rows aside",
+                ) from None
+            failed.append(i)
+            reasons.append(f"field '{exc.args[0]}': {exc.args[1]}")
+            continue
         except TemplateError as exc:
             if not keep_going:
                 raise DataError(

@@ -108,6 +108,11 @@ def tokenize(
     if truncation not in TRUNCATIONS:
         raise ValueError(f"truncation must be one of {', '.join(TRUNCATIONS)}")
     missing = [c for c in ("text", "spans") if c not in df.columns]
+    if missing and df.height == 0:  # L23: empty input is 0 rows, from JSONL as from Parquet
+        from .render_template import SPANS_TYPE
+
+        df = df.with_columns(pl.Series("text", [], dtype=pl.String), pl.Series("spans", [], dtype=SPANS_TYPE))
+        missing = []
     if missing:
         raise DataError(
             f"no {' or '.join(repr(c) for c in missing)} column", file=source,

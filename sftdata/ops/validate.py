@@ -8,6 +8,7 @@ from typing import Any
 import polars as pl
 
 from ..contracts import Suite, build_gx_suite, columns_named, contract_view, load_suite, run_gx
+from ..errors import DataError
 
 MAX_IDS = 5  # offending ids listed per failed expectation (the --report JSON keeps more)
 REPORT_IDS = 100
@@ -61,7 +62,9 @@ class ValidationReport:
         }
 
 
-def validate(df: pl.DataFrame, suite: str | Suite = "records") -> ValidationReport:
+def validate(
+    df: pl.DataFrame, suite: str | Suite = "records", source: str | None = None
+) -> ValidationReport:
     """Check records against a suite ('records', 'tokenized', a JSON path, or a loaded Suite).
 
     The suite's expectations run on :func:`sftdata.contracts.contract_view` of ``df``.
@@ -69,6 +72,7 @@ def validate(df: pl.DataFrame, suite: str | Suite = "records") -> ValidationRepo
     if not isinstance(suite, Suite):
         suite = load_suite(suite)
     gx_suite = build_gx_suite(suite)  # fails before any data work when the suite is broken
+    _check_tokenized(df, suite, source)
     view = contract_view(df)
     results = run_gx(view, gx_suite)
     ids = view["id"].to_list()
@@ -77,6 +81,22 @@ def validate(df: pl.DataFrame, suite: str | Suite = "records") -> ValidationRepo
         for i, (exp, res) in enumerate(zip(suite.expectations, results, strict=True))
     ]
     return ValidationReport(suite.name, suite.path, df.height, outcomes)
+
+
+def _check_tokenized(df: pl.DataFrame, suite: Suite, source: str | None) -> None:
+    """A suite about tokenize's output on records that were never tokenized is one problem,
+    not one 'not in the contract view' error per expectation (L16)."""
+    from ..contracts import VIEW_COLUMNS
+
+    after_tokenize = {c for c, meaning in VIEW_COLUMNS.items() if meaning.startswith("after tokenize")}
+    wanted = {c for exp in suite.expectations for c in columns_named(dict(exp.get("kwargs") or {}))}
+    if wanted & after_tokenize and not {"input_ids", "labels"} <= set(df.columns):
+        raise DataError(
+            f"the input is not tokenized (no input_ids and labels columns), and suite {suite.name} "
+            f"checks tokenize's output ({', '.join(sorted(wanted & after_tokenize))})",
+            file=source,
+            fix="validate the output of `sftdata tokenize`, or use --suite records for records",
+        )
 
 
 def _outcome(index: int, exp: dict, res: Any, ids: list, view_columns: list[str]) -> Outcome:
