@@ -229,6 +229,10 @@ def _counted_jsonl_chunks(source: Source, batch_bytes: int) -> Iterator[tuple[in
             if not got:
                 break
             del chunk[got:]
+            if lineno == 1 and chunk.startswith(b"\xef\xbb\xbf"):
+                del chunk[:3]  # a UTF-8 BOM, as CSV files may carry one (L8)
+                if not chunk:
+                    continue
             if not chunk.endswith(b"\n"):
                 chunk += fh.readline()
             newlines = chunk.count(b"\n")
@@ -320,6 +324,8 @@ def locate_bad_line(chunk: bytes, first_line: int, name: str) -> DataError:
 
 def read_json_array(source: Source) -> list[Any]:
     data = source.read_bytes()
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]  # a UTF-8 BOM (L8)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -585,3 +585,36 @@ def test_L24_tiktoken_backend_on_a_directory_says_it_is_one(tmp_path):
         f"Error: {TINY_HF}: a directory; tiktoken reads a .tiktoken ranks file or an encoding name "
         "(r50k_base, p50k_base, p50k_edit, cl100k_base, o200k_base); read a tokenizer directory "
         "with --backend hf or auto\n")
+
+
+def test_L8_a_utf8_bom_is_accepted_in_jsonl_and_json_as_in_csv(tmp_path):
+    bom = b"\xef\xbb\xbf"
+    jsonl = tmp_path / "bom.jsonl"
+    jsonl.write_bytes(bom + b'{"instruction":"a","input":"","output":"b"}\n')
+    array = tmp_path / "bom.json"
+    array.write_bytes(bom + b'[{"instruction":"a","input":"","output":"b"}]')
+    for path in (jsonl, array):
+        result = sftdata("convert", path)
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["messages"][0]["content"] == "a"
+    records = tmp_path / "recs.jsonl"
+    records.write_bytes(bom + (json.dumps(GOOD) + "\n").encode())
+    result = sftdata("dedup", records)
+    assert result.exit_code == 0 and json.loads(result.stdout)["id"] == "g"
+
+
+def test_L12_non_finite_numbers_are_valid_json_in_meta(tmp_path):
+    """NaN and 1e400 were written into meta as NaN and Infinity, which are not JSON."""
+    path = tmp_path / "nums.jsonl"
+    path.write_text('{"instruction":"a","input":"","output":"b","x":NaN,"y":1e400}\n'
+                    '{"instruction":"a","input":"","output":"c","z":[-1e400, 1.5]}\n')
+    result = sftdata("convert", path)
+    assert result.exit_code == 0, result.output
+    def strict(text):  # Python's json accepts NaN and Infinity unless told not to
+        return json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in meta"))
+
+    metas = [strict(json.loads(x)["meta"]) for x in result.stdout.splitlines()]
+    assert metas == [{"x": "NaN", "y": "Infinity"}, {"z": ["-Infinity", 1.5]}]
+    only_inf = tmp_path / "inf.jsonl"  # a batch Arrow can read (no NaN token) takes the same turn
+    only_inf.write_text('{"instruction":"a","input":"","output":"b","y":1e400}\n')
+    assert strict(json.loads(sftdata("convert", only_inf).stdout)["meta"]) == {"y": "Infinity"}

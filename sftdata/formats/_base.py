@@ -108,8 +108,25 @@ def require_str(row: dict[str, Any], key: str, fmt: str) -> str:
 
 
 def dumps(value: Any) -> str:
-    """Compact JSON, non-ASCII kept: the one spelling of JSON text inside records."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    """Compact JSON, non-ASCII kept: the one spelling of JSON text inside records. NaN and
+    infinities (Python's json reads `NaN` and `1e400`) are written as the strings "NaN",
+    "Infinity" and "-Infinity": valid JSON, and nothing lost (L12)."""
+    try:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except ValueError:
+        return json.dumps(_finite(value), ensure_ascii=False, separators=(",", ":"))
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and value != value:
+        return "NaN"
+    if isinstance(value, float) and value in (float("inf"), float("-inf")):
+        return "Infinity" if value > 0 else "-Infinity"
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
 
 
 def meta_json(extras: dict[str, Any], base: Any = None) -> str | None:

@@ -88,6 +88,8 @@ class Converter:
         if adapter is not None and batch.frame is not None and hasattr(adapter, "fast"):
             frame = self._rename_frame(batch.frame)
             fast = adapter.fast(frame, self.opts) if frame is not None else None
+            if fast is not None and fast["meta"].str.contains("NaN|Infinity").any():
+                fast = None  # maybe a non-finite number: the row path writes it as valid JSON (L12)
             if fast is not None:
                 self.rows_in += batch.frame.height
                 self.records_out += fast.height
