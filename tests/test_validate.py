@@ -14,6 +14,8 @@ import polars as pl
 import pytest
 
 from sftdata import contracts
+from sftdata.contracts import Suite
+from sftdata.errors import DataError
 from sftdata.ops.validate import validate
 from sftdata.schema import RECORD_SCHEMA, from_dicts
 
@@ -148,12 +150,20 @@ def test_tokenized_suite_catches_masked_rows_and_untrained_eos():
     assert failed == {"n_supervised": ["t1"], "eot_trained": ["t2"]}
 
 
-def test_tokenized_suite_on_untokenized_records_names_the_missing_columns():
-    report = validate(from_dicts(clean_rows()), "tokenized")
-    errors = {o.kwargs.get("column", "pair"): o.error for o in report.failed}
-    assert set(errors) == {"lengths_consistent", "n_tokens", "n_supervised", "eot_trained", "pair"}
-    assert errors["n_tokens"].startswith("column 'n_tokens' is not in the contract view (it has: row, id,")
-    assert errors["pair"].startswith("columns 'n_tokens', 'n_supervised' are not in the contract view")
+def test_tokenized_suite_on_untokenized_records_says_they_are_not_tokenized():
+    """One problem, not one 'not in the contract view' error per expectation (L16)."""
+    with pytest.raises(DataError, match=r"the input is not tokenized \(no input_ids and labels "
+                       r"columns\), and suite tokenized checks tokenize's output \(eot_trained, "
+                       r"lengths_consistent, n_supervised, n_tokens\)"):
+        validate(from_dicts(clean_rows()), "tokenized")
+
+
+def test_a_suite_column_missing_from_the_view_is_named():
+    suite = Suite("custom", "custom.json", [{"type": "expect_column_values_to_not_be_null",
+                                             "kwargs": {"column": "no_such_column"}}])
+    report = validate(from_dicts(clean_rows()), suite)
+    (failed,) = report.failed
+    assert failed.error.startswith("column 'no_such_column' is not in the contract view (it has: row, id,")
 
 
 def _converted(path) -> pl.DataFrame:
