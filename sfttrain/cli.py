@@ -105,7 +105,9 @@ def plan(shards, model_path, full, quant, config_file, overrides, gpu_mem, act_b
 
     from .model import check_tokenizer, tokenizer_of
 
-    check_tokenizer(read_manifest(shards), tokenizer_of(model_path), shards, model_path)
+    tokenizer = tokenizer_of(model_path)
+    if tokenizer is not None:  # a bare config.json plans too (a model not downloaded yet)
+        check_tokenizer(read_manifest(shards), tokenizer, shards, model_path)
     result = P.plan_for(P.model_shape(model_path), config, lengths, budget, int(act_bytes))
     from sftdata.errors import CheckFailed
 

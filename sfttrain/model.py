@@ -80,15 +80,22 @@ def gguf_to_dir(path: Path) -> Path:
     return out
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
 def tokenizer_of(model_path: str | Path):
-    """The tokenizer of a model directory or a .gguf file, without loading any weights."""
+    """The tokenizer of a model directory or a .gguf file, without loading any weights; None
+    for a directory that holds no tokenizer (a config.json alone)."""
     from transformers import AutoTokenizer
 
     path = Path(model_path)
     if path.is_file() and path.suffix == ".gguf":
         _check_gguf_magic(path)
         return AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-    return load_tokenizer(resolve_model_dir(path))
+    model_dir = resolve_model_dir(path)
+    if not any((model_dir / name).is_file() for name in TOKENIZER_FILES):
+        return None
+    return load_tokenizer(model_dir)
 
 
 def load_tokenizer(model_dir: str | Path):
