@@ -133,7 +133,7 @@ def open_source(path: str | os.PathLike | None, fmt: str | None = None) -> Sourc
         return _stream_source(name, gzip.open(p, "rb"), fmt, inner)
     with open(p, "rb") as fh:
         head = fh.read(SNIFF_BYTES)
-    return Source(name, fmt or sniff_format(p, head), p)
+    return _text_checked(Source(name, fmt or sniff_format(p, head), p), head)
 
 
 def _stream_source(name: str, stream: IO[bytes], fmt: str | None, path: Path | None) -> Source:
@@ -143,7 +143,57 @@ def _stream_source(name: str, stream: IO[bytes], fmt: str | None, path: Path | N
         if not more:
             break
         head += more.encode("utf-8") if isinstance(more, str) else more
-    return Source(name, fmt or sniff_format(path, head), None, head, stream)
+    return _text_checked(Source(name, fmt or sniff_format(path, head), None, head, stream), head)
+
+
+# Magic numbers of files that are not data sftdata reads (L5): named in the error, so a PNG
+# given as .jsonl is not told to re-encode itself as UTF-8, nor read from stdin as a CSV.
+_NOT_DATA = (
+    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"GIF87a", "a GIF image"),
+    (b"GIF89a", "a GIF image"),
+    (b"%PDF-", "a PDF document"),
+    (b"PK\x03\x04", "a ZIP archive (or an .xlsx/.docx file)"),
+    (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive"),
+    (b"\x89HDF\r\n\x1a\n", "an HDF5 file"),
+    (b"SQLite format 3\x00", "an SQLite database"),
+    (b"\x93NUMPY", "a NumPy array file"),
+    (b"\x7fELF", "an executable"),
+)
+_COMPRESSED = (  # magic, name, the command that decompresses it to stdout
+    (b"\x1f\x8b", "gzip", "gunzip -c"),
+    (b"\xfd7zXZ\x00", "xz", "xz -dc"),
+    (b"\x28\xb5\x2f\xfd", "zstd", "zstd -dc"),
+    (b"BZh", "bzip2", "bunzip2 -c"),
+)
+READABLE = "sftdata reads JSONL, JSON, CSV/TSV, Parquet, Arrow IPC and CoNLL files"
+
+
+def _text_checked(source: Source, head: bytes) -> Source:
+    """Refuse binary input to a text reader, saying what it is (L5). Parquet and Arrow pass;
+    a stray NUL inside JSON text is left to the line reader (a bad line, --rejects skips it)."""
+    if source.fmt in ("parquet", "arrow"):
+        return source
+    what, fix = None, f"{READABLE}; give it one of those"  # what: the whole message
+    for magic, name in _NOT_DATA:
+        if head.startswith(magic):
+            what = f"{name}, not text data"
+    for magic, name, command in _COMPRESSED:
+        if head.startswith(magic) and (name != "bzip2" or head[4:10] == b"1AY&SY"):
+            what = f"{name}-compressed data, not text data"
+            fix = f"decompress it first (e.g. {command} FILE | sftdata ...)"
+            if name == "gzip":
+                fix += ", or give the file by name (a gzip file is read as it is)"
+    if what is None and head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        what, fix = "UTF-16 text, not UTF-8", "re-encode the file as UTF-8 (e.g. iconv -f utf-16 -t utf-8)"
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if what is None and not text.startswith((b"{", b"[", b'"')) and (nul := head.find(b"\0")) >= 0:
+        what = f"binary data (a NUL byte at byte {nul}), not text data"
+        fix += "; UTF-16 text must be re-encoded as UTF-8 (e.g. iconv -f utf-16 -t utf-8)"
+    if what is None:
+        return source
+    raise DataError(what, file=source.name, fix=fix)
 
 
 def _stdin_bytes() -> IO[bytes]:

@@ -618,3 +618,49 @@ def test_L12_non_finite_numbers_are_valid_json_in_meta(tmp_path):
     only_inf = tmp_path / "inf.jsonl"  # a batch Arrow can read (no NaN token) takes the same turn
     only_inf.write_text('{"instruction":"a","input":"","output":"b","y":1e400}\n')
     assert strict(json.loads(sftdata("convert", only_inf).stdout)["meta"]) == {"y": "Infinity"}
+
+
+PNG = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\1\0\0\0\1\x08\x02" + bytes(107)
+READABLE = "sftdata reads JSONL, JSON, CSV/TSV, Parquet, Arrow IPC and CoNLL files"
+
+
+def test_L5_binary_input_is_named_not_misread(tmp_path):
+    """A PNG as .jsonl was told to re-encode as UTF-8; on stdin it was read as a CSV whose keys
+    were '\ufffdPNG'. Every text reader now says what the bytes are."""
+    image = tmp_path / "image.jsonl"
+    image.write_bytes(PNG)
+    result = sftdata("convert", image)
+    assert result.exit_code == 1
+    assert result.output == (f"Error: {image}: a PNG image, not text data. Fix: {READABLE}; "
+                             "give it one of those\n")
+    result = sftdata("convert", input=PNG)
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: <stdin>: a PNG image, not text data. Fix: ")
+    result = sftdata("validate", image)  # every command reads through the same sniffing
+    assert result.exit_code == 1 and "a PNG image, not text data" in result.output
+    blob = tmp_path / "blob.csv"
+    blob.write_bytes(b"\x01\x02\0\0garbage")
+    result = sftdata("convert", blob)
+    assert result.exit_code == 1
+    assert result.output.startswith(f"Error: {blob}: binary data (a NUL byte at byte 2), not "
+                                    f"text data. Fix: {READABLE}")
+    result = sftdata("convert", input="text,label\nhi,a\n".encode("utf-16"))
+    assert result.exit_code == 1
+    assert result.output == ("Error: <stdin>: UTF-16 text, not UTF-8. Fix: re-encode the file "
+                             "as UTF-8 (e.g. iconv -f utf-16 -t utf-8)\n")
+    import gzip
+
+    packed = gzip.compress(b'{"instruction":"a","input":"","output":"b"}\n')
+    result = sftdata("convert", input=packed)
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: <stdin>: gzip-compressed data, not text data. Fix: "
+                                    "decompress it first (e.g. gunzip -c FILE | sftdata ...)")
+    named = tmp_path / "data.jsonl.gz"  # by name, a gzip file is still read as it is
+    named.write_bytes(packed)
+    assert sftdata("convert", named).exit_code == 0
+    # a stray NUL inside a JSONL line stays a bad line that --rejects skips
+    stray = tmp_path / "stray.jsonl"
+    stray.write_bytes(b'{"instruction":"a\0","input":"","output":"b"}\n'
+                      b'{"instruction":"c","input":"","output":"d"}\n')
+    result = sftdata("convert", stray, "--rejects", tmp_path / "rej.jsonl")
+    assert result.exit_code == 0 and len(result.stdout.splitlines()) == 1
