@@ -664,3 +664,75 @@ def test_L5_binary_input_is_named_not_misread(tmp_path):
                       b'{"instruction":"c","input":"","output":"d"}\n')
     result = sftdata("convert", stray, "--rejects", tmp_path / "rej.jsonl")
     assert result.exit_code == 0 and len(result.stdout.splitlines()) == 1
+
+
+@pytest.mark.parametrize(("line", "kind"), [
+    ('{"id": 1, "messages": "hello there"}', "string"),
+    ('{"messages": "hello there"}', "string"),
+    ('{"messages": {"role": "user", "content": "hi"}}', "object"),
+    ('{"messages": 42}', "number"),
+])
+def test_L6_messages_of_the_wrong_type_is_named(tmp_path, line, kind):
+    """Was "cannot tell the source format: no known format has these keys: id, messages"."""
+    path = tmp_path / "msgs.jsonl"
+    path.write_text(line + "\n")
+    result = sftdata("convert", path)
+    assert result.exit_code == 1
+    assert result.output.startswith(
+        f"Error: {path}, line 1: field 'messages': must be a list of messages, got a JSON {kind}. "
+        "Fix: give a list of {role, content} objects")
+    assert "no known format" not in result.output
+    if kind == "string":
+        assert result.output.endswith("parse them first, e.g. jq -c '.messages |= fromjson')\n")
+    # the first row is a bad row like any other: --rejects skips it and detects from the rest
+    good = '{"messages":[{"role":"user","content":"a"},{"role":"assistant","content":"b"}]}'
+    path.write_text(f"{line}\n{good}\n")
+    result = sftdata("convert", path, "--rejects", tmp_path / "rej.jsonl")
+    assert result.exit_code == 0, result.output
+    assert "2 rows in = 1 records out + 1 rejected (openai)" in result.stderr
+    # and on a later row, on the vectorized path's batch
+    path.write_text(f"{good}\n{line}\n")
+    result = sftdata("convert", path)
+    assert result.exit_code == 1
+    assert result.output.startswith(f"Error: {path}, line 2: field 'messages': must be a list")
+
+
+def test_L6_conversations_of_the_wrong_type_is_named(tmp_path):
+    path = tmp_path / "conv.jsonl"
+    path.write_text('{"conversations": "human: hi"}\n')
+    result = sftdata("convert", path)
+    assert result.exit_code == 1
+    assert result.output.startswith(f"Error: {path}, line 1: field 'conversations': must be a "
+                                    "list of {from, value} turns, got a JSON string. Fix: ")
+
+
+@pytest.mark.parametrize(("line", "field", "what"), [
+    ('{"messages": []}', "messages", "no messages (an empty list)"),
+    ('{"id": "x", "messages": []}', "messages", "no messages (an empty list)"),
+    ('{"conversations": []}', "conversations", "no turns (an empty list)"),
+])
+def test_L10_an_empty_conversation_is_a_bad_row(tmp_path, line, field, what):
+    """`"messages": []` was written out as a record with no messages (exit 0)."""
+    good = '{"messages":[{"role":"user","content":"hi"},{"role":"assistant","content":"hello"}]}'
+    if field == "conversations":
+        good = '{"conversations":[{"from":"human","value":"hi"},{"from":"gpt","value":"yo"}]}'
+    path = tmp_path / "empty.jsonl"
+    path.write_text(f"{good}\n{line}\n")
+    result = sftdata("convert", path)
+    assert result.exit_code == 1
+    assert result.output.startswith(f"Error: {path}, line 2: field '{field}': {what}. Fix: ")
+    assert result.output.endswith("or drop the row (--rejects FILE skips it)\n")
+    rejects = tmp_path / "rej.jsonl"
+    result = sftdata("convert", path, "--rejects", rejects)
+    assert result.exit_code == 0
+    assert len(result.stdout.splitlines()) == 1 and '"messages":[]' not in result.stdout
+    assert json.loads(rejects.read_text())["reason"] == f"field '{field}': {what}"
+    parquet = tmp_path / "empty.parquet"  # a table's vectorized path refuses it too
+    import polars as pl
+
+    pl.DataFrame({"messages": [[{"role": "user", "content": "hi"},
+                                {"role": "assistant", "content": "hello"}], []]}).write_parquet(parquet)
+    if field == "messages":
+        result = sftdata("convert", parquet)
+        assert result.exit_code == 1
+        assert result.output.startswith(f"Error: {parquet}, row 2: field 'messages': {what}.")

@@ -56,6 +56,11 @@ def detect(row: Any) -> str | None:
     for name in DETECTION_ORDER:
         if FORMATS[name].matches(row):
             return name
+    # A key only one format uses, holding the wrong type (a string of messages): that format,
+    # whose adapter names the field and its type, instead of "no known format" (L6).
+    for key, name in (("messages", "openai"), ("conversations", "sharegpt")):
+        if row.get(key) is not None:
+            return name
     return None
 
 

@@ -161,6 +161,9 @@ def record(
     meta: Any = None,
 ) -> dict[str, Any]:
     """A canonical record dict; id falls back to the content hash of the messages."""
+    if not messages:  # L10: the adapters name their own field; this is the backstop
+        raise RowProblem(None, "no messages to make a record from",
+                         "drop the row (--rejects FILE skips it)")
     return {
         "id": str(id) if id is not None else content_id(messages),
         "messages": messages,

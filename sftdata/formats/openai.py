@@ -16,6 +16,7 @@ from typing import Any
 
 import polars as pl
 
+from ..errors import json_kind
 from ..schema import MESSAGE_FIELDS, MESSAGE_TYPE, RECORD_COLUMNS, RECORD_SCHEMA, ROLES, conform
 from . import _fast
 from ._base import (
@@ -48,9 +49,17 @@ def is_canonical(row: dict[str, Any]) -> bool:
 def to_records(row: dict[str, Any], opts: Options) -> list[dict[str, Any]]:
     key = "messages" if "messages" in row else "input"
     raw = row.get(key)
-    if not isinstance(raw, list):
-        raise RowProblem(key, "missing or not a list of messages",
-                         "give a list of {role, content} objects")
+    if raw is None:
+        raise RowProblem(key, "missing (openai rows need a list of messages)",
+                         "give a list of {role, content} objects, or force another format with --from")
+    if not isinstance(raw, list):  # L6: the key is known, its type is wrong
+        fix = "give a list of {role, content} objects"
+        if isinstance(raw, str):
+            fix += f" (messages kept as JSON text: parse them first, e.g. jq -c '.{key} |= fromjson')"
+        raise RowProblem(key, f"must be a list of messages, got a JSON {json_kind(raw)}", fix)
+    if not raw:  # L10: a record with no messages has nothing to train or prompt with
+        raise RowProblem(key, "no messages (an empty list)",
+                         "give the conversation's messages, or drop the row (--rejects FILE skips it)")
     messages, message_extras = parse_messages(raw, key, opts)
     task = None
     extras = others(row, USED)
@@ -190,6 +199,8 @@ def fast(frame: pl.DataFrame, opts: Options) -> pl.DataFrame | None:
     if "train" in fields and fields["train"] not in (pl.Boolean, pl.Null):
         return None
     messages = conform(frame.select("messages"))["messages"]
+    if messages.null_count() or (messages.list.len() == 0).any():
+        return None  # explode() drops empty lists: they go the row path, which refuses them (L10)
     msgs = messages.explode()
     role, content = msgs.struct.field("role"), msgs.struct.field("content")
     # is_in(...).all() skips nulls: a missing or null role must go the row path too (M3)

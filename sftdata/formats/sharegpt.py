@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ..errors import json_kind
 from ._base import (
     Options,
     RowProblem,
@@ -34,8 +35,12 @@ def matches(row: dict[str, Any]) -> bool:
 def to_records(row: dict[str, Any], opts: Options) -> list[dict[str, Any]]:
     turns = require(row, "conversations", NAME)
     if not isinstance(turns, list):
-        raise RowProblem("conversations", "must be a list of {from, value} turns",
+        raise RowProblem("conversations",
+                         f"must be a list of {{from, value}} turns, got a JSON {json_kind(turns)}",
                          'write [{"from": "human", "value": ...}, ...]')
+    if not turns:  # L10
+        raise RowProblem("conversations", "no turns (an empty list)",
+                         "give the conversation's turns, or drop the row (--rejects FILE skips it)")
     messages = []
     system = row.get("system")
     if isinstance(system, str) and system.strip():
