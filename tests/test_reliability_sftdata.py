@@ -736,3 +736,37 @@ def test_L10_an_empty_conversation_is_a_bad_row(tmp_path, line, field, what):
         result = sftdata("convert", parquet)
         assert result.exit_code == 1
         assert result.output.startswith(f"Error: {parquet}, row 2: field 'messages': {what}.")
+
+
+@pytest.mark.parametrize(("line", "fmt"), [
+    ('{"instruction":"a","input":"","output":"b","system":""}', "alpaca"),
+    ('{"instruction":"a","input":"","output":"b","system":"  "}', "alpaca"),
+    ('{"instruction":"a","instances":[{"input":"","output":"b"}],"system":""}', "alpaca"),
+    ('{"conversations":[{"from":"human","value":"a"},{"from":"gpt","value":"b"}],"system":""}',
+     "sharegpt"),
+])
+def test_L13_a_blank_system_field_is_kept_in_meta(tmp_path, line, fmt):
+    """Judgement call (docs/formats.md): a blank system column gives no system turn (exporters
+    fill it with "" to mean none), but it is no longer lost silently: meta keeps it as given."""
+    result = sftdata("convert", "--from", fmt, input=line + "\n")
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    assert [m["role"] for m in record["messages"]] == ["user", "assistant"]
+    assert json.loads(record["meta"]) == {"system": json.loads(line)["system"]}
+    # the id is the content hash, as for the same row without the field
+    plain = json.loads(line)
+    del plain["system"]
+    again = json.loads(sftdata("convert", "--from", fmt, input=json.dumps(plain) + "\n").stdout)
+    assert again["id"] == record["id"] and again["meta"] is None
+    # a system prompt with text is a system turn; one that is not text is a bad row, not dropped
+    result = sftdata("convert", "--from", fmt, input=line.replace('"system":""', '"system":7')
+                     .replace('"system":"  "', '"system":7') + "\n")
+    assert json.loads(result.stdout)["messages"][0] == {
+        "role": "system", "content": "7", "train": None, "weight": None, "name": None,
+        "tool_calls": None, "tool_call_id": None}
+    result = sftdata("convert", "--from", fmt,
+                     input=line.replace('"system":""', '"system":["x"]')
+                     .replace('"system":"  "', '"system":["x"]') + "\n")
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: <stdin>, line 1: field 'system': content must be a "
+                                    "string, got list.")

@@ -90,6 +90,17 @@ def make_message(role: str, content: Any, where: str, **extra: Any) -> dict[str,
     return out
 
 
+def system_field(row: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The ``system`` column of an Alpaca or ShareGPT row: a system turn when it has text; a
+    blank one gives no turn and is kept in meta as it was (L13: never lost silently)."""
+    system = row.get("system")
+    if system is None:
+        return [], {}
+    if isinstance(system, str) and not system.strip():
+        return [], {"system": system}
+    return [make_message("system", system, "system")], {}
+
+
 def require(row: dict[str, Any], key: str, fmt: str) -> Any:
     if key not in row or row[key] is None:
         raise RowProblem(key, f"missing ({fmt} rows need it)",

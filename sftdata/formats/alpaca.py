@@ -12,7 +12,16 @@ from typing import Any
 import polars as pl
 
 from . import _fast
-from ._base import Options, RowProblem, make_message, others, record, require, require_str
+from ._base import (
+    Options,
+    RowProblem,
+    make_message,
+    others,
+    record,
+    require,
+    require_str,
+    system_field,
+)
 
 NAME = "alpaca"
 USED = ("id", "instruction", "input", "output", "system", "history")
@@ -40,14 +49,12 @@ def to_records(row: dict[str, Any], opts: Options) -> list[dict[str, Any]]:
     messages = _prefix(row)
     messages.append(make_message("user", user_text(instruction, input_text), "instruction"))
     messages.append(make_message("assistant", output, "output"))
-    return [record(messages, opts, id=row.get("id"), extras=others(row, USED))]
+    extras = {**others(row, USED), **system_field(row)[1]}
+    return [record(messages, opts, id=row.get("id"), extras=extras)]
 
 
 def _prefix(row: dict[str, Any]) -> list[dict[str, Any]]:
-    messages = []
-    system = row.get("system")
-    if isinstance(system, str) and system.strip():
-        messages.append(make_message("system", system, "system"))
+    messages = system_field(row)[0]
     history = row.get("history") or []
     if not isinstance(history, list):
         raise RowProblem("history", "must be a list of [user, assistant] pairs",
@@ -67,7 +74,7 @@ def _seed_task(row: dict[str, Any], instruction: str, opts: Options) -> list[dic
         raise RowProblem("instances", "must be a non-empty list of {input, output}",
                          "give at least one instance")
     is_classification = bool(row.get("is_classification"))
-    extras = others(row, (*USED, "instances"))
+    extras = {**others(row, (*USED, "instances")), **system_field(row)[1]}
     out = []
     for i, inst in enumerate(instances):
         if not isinstance(inst, dict):

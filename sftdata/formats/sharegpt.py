@@ -21,6 +21,7 @@ from ._base import (
     others,
     record,
     require,
+    system_field,
 )
 from .openai import to_openai_call
 
@@ -41,10 +42,7 @@ def to_records(row: dict[str, Any], opts: Options) -> list[dict[str, Any]]:
     if not turns:  # L10
         raise RowProblem("conversations", "no turns (an empty list)",
                          "give the conversation's turns, or drop the row (--rejects FILE skips it)")
-    messages = []
-    system = row.get("system")
-    if isinstance(system, str) and system.strip():
-        messages.append(make_message("system", system, "system"))
+    messages, blank_system = system_field(row)
     for i, turn in enumerate(turns):
         messages.append(_turn(turn, f"conversations[{i}]", opts))
     if "chosen" in row:
@@ -52,7 +50,7 @@ def to_records(row: dict[str, Any], opts: Options) -> list[dict[str, Any]]:
         if isinstance(chosen, str):
             chosen = {"from": "gpt", "value": chosen}
         messages.append(_turn(chosen, "chosen", opts))
-    extras = others(row, USED)
+    extras = {**others(row, USED), **blank_system}
     if isinstance(extras.get("tools"), str):
         extras["tools"] = _json_or_text(extras["tools"])
     return [record(messages, opts, id=row.get("id"), extras=extras)]
