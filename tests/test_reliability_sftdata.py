@@ -770,3 +770,51 @@ def test_L13_a_blank_system_field_is_kept_in_meta(tmp_path, line, fmt):
     assert result.exit_code == 1
     assert result.output.startswith("Error: <stdin>, line 1: field 'system': content must be a "
                                     "string, got list.")
+
+
+ITEMS = "fixtures/demo/items.csv"
+
+
+@pytest.mark.parametrize(("template", "hint"), [
+    ("{text", " ('{text' has no closing brace)"),
+    ("Category of this item", ""),
+    ("{ text }", ""),
+])
+def test_L14_a_template_without_placeholders_is_a_usage_error(template, hint):
+    """Judgement call (docs/formats.md): '{text' gave all 980 rows the literal prompt '{text'."""
+    result = sftdata("convert", ITEMS, "--from", "classification", "--template", template)
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert result.output.endswith(
+        f"Error: --template {template!r} has no {{column}} placeholder{hint}, so every row would "
+        "get the same prompt; name a source column in braces, e.g. 'Category of: {text}'.\n")
+    # detected format too, and the library function
+    assert sftdata("convert", ITEMS, "--template", template).exit_code == 2
+    from sftdata.errors import UsageProblem
+    from sftdata.ops.convert import convert
+
+    with pytest.raises(UsageProblem, match="has no {column} placeholder"):
+        convert([{"text": "a", "label": "b"}], template=template)
+
+
+def test_L14_an_unclosed_brace_beside_placeholders_is_warned_about():
+    result = sftdata("convert", ITEMS, "--template", "Category of {text} {labl")
+    assert result.exit_code == 0
+    assert "Warning: --template: '{labl' has no closing brace; it is kept as text\n" in result.stderr
+    first = json.loads(result.stdout.splitlines()[0])
+    assert first["messages"][0]["content"].endswith(" {labl")
+    # literal braces that are not a name (a JSON example) are text, without a warning
+    result = sftdata("convert", ITEMS, "--template", 'Answer as {"label": X}: {text}')
+    assert result.exit_code == 0 and "Warning" not in result.stderr
+
+
+def test_L14_conll_templates_need_text(tmp_path):
+    result = sftdata("convert", "fixtures/raw/ner.conll", "--from", "conll", "--template", "Find: {title}")
+    assert result.exit_code == 2
+    assert result.output.endswith(
+        "Error: --template 'Find: {title}' has no {text}, so every sentence would get the same "
+        "prompt; CoNLL templates fill {text} (the sentence) and nothing else.\n")
+    result = sftdata("convert", "fixtures/raw/ner.conll", "--template", "Find: {title}")
+    assert result.exit_code == 2  # detected as CoNLL after the flags were read
+    assert result.output.endswith("CoNLL templates fill {text} (the sentence) and nothing else.\n")
+    assert result.stdout == ""

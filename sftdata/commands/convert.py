@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ..formats import FORMATS, Options
+from ..formats import FORMATS, Options, classification
 from ..io import (
     STDIO,
     BackgroundWriter,
@@ -17,7 +17,7 @@ from ..io import (
     open_source,
     prefetch,
 )
-from ..ops.convert import Converter
+from ..ops.convert import Converter, template_problem
 from ..schema import ROLES, TASKS
 from ._common import (
     check_paths,
@@ -97,8 +97,17 @@ def _check_flags(from_, template, oasst_best, role_map) -> None:
         raise click.UsageError("--oasst-best only applies to OASST trees (--from oasst).")
     if template is not None and from_ not in (None, "classification", "conll"):
         raise click.UsageError("--template only applies to classification and CoNLL input.")
+    if template is not None:
+        _check_template(template, from_)
     for name, role in role_map.items():
         if role not in ROLES:
             raise click.UsageError(
                 f"--roles {name}={role}: {role!r} is not a role; use one of {', '.join(ROLES)}."
             )
+
+
+def _check_template(template: str, from_: str | None) -> None:
+    if problem := template_problem(template, from_):
+        raise click.UsageError(problem)
+    for typo in classification.unclosed(template):
+        warn(f"--template: {typo!r} has no closing brace; it is kept as text")

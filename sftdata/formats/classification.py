@@ -26,8 +26,16 @@ def matches(row: dict[str, Any]) -> bool:
     )
 
 
+_UNCLOSED = re.compile(r"\{[A-Za-z_][A-Za-z0-9_ -]*(?![A-Za-z0-9_ }-])")
+
+
 def placeholders(template: str) -> list[str]:
     return _PLACEHOLDER.findall(template)
+
+
+def unclosed(template: str) -> list[str]:
+    """``{name`` fragments without their closing brace (a typo such as '{text'): kept as text."""
+    return _UNCLOSED.findall(template)
 
 
 def render(template: str, row: dict[str, Any]) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..errors import UsageProblem
 from ._base import Options, RowProblem, make_message, record
 
 NAME = "conll"
@@ -18,6 +19,9 @@ DEFAULT_TEMPLATE = (
     "Extract the named entities from the text. Answer one per line as TYPE: words, "
     "or none if there are none.\n\n{text}"
 )
+
+TEXT_ONLY = ("--template {template!r} has no {{text}}, so every sentence would get the same prompt; "
+             "CoNLL templates fill {{text}} (the sentence) and nothing else")
 
 
 def matches(row: Any) -> bool:
@@ -49,6 +53,8 @@ def to_records(row: dict[str, Any], opts: Options) -> list[dict[str, Any]]:
     found = entities(tokens, tags)
     answer = "\n".join(f"{kind}: {words}" for kind, words in found) or "none"
     template = opts.template or DEFAULT_TEMPLATE
+    if "{text}" not in template:  # the format was detected after the flags were checked (L14)
+        raise UsageProblem(TEXT_ONLY.format(template=template) + ".")
     prompt = template.replace("{text}", text)
     messages = [make_message("user", prompt, "tokens"), make_message("assistant", answer, "tags")]
     extras = {"tokens": tokens, "columns": row.get("columns") or None}

@@ -13,7 +13,16 @@ from typing import Any
 import polars as pl
 
 from ..errors import DataError, UsageProblem, json_kind
-from ..formats import FORMATS, Options, RowProblem, detect, explain_unknown, oasst
+from ..formats import (
+    FORMATS,
+    Options,
+    RowProblem,
+    classification,
+    conll,
+    detect,
+    explain_unknown,
+    oasst,
+)
 from ..io import InputBatch, RawRow
 from ..schema import RECORD_SCHEMA
 
@@ -74,6 +83,9 @@ class Converter:
         if self.fmt is not None and self.fmt not in FORMATS:
             raise UsageProblem(f"unknown format {self.fmt!r}; choose one of {', '.join(FORMATS)}")
         self._rename = {src: dst for dst, src in self.mapping.items()}
+        if self.opts.template is not None and (
+                problem := template_problem(self.opts.template, self.fmt)):
+            raise UsageProblem(problem)
 
     def feed(self, batch: InputBatch) -> BatchResult:
         if self.fmt is None and batch.first is not None:
@@ -227,6 +239,20 @@ class Converter:
         reason = DataError(error.message, field=error.field)
         rejects.append({"file": self.file, "line": raw.line, "row": raw.row,
                         "reason": str(reason), "original": raw.original_text()})
+
+
+def template_problem(template: str, fmt: str | None) -> str | None:
+    """Why a prompt template would give every row the same prompt (L14), or None. A template
+    with no ``{column}`` placeholder (the typo '{text' is one) is refused before any row is read;
+    CoNLL templates must have ``{text}`` (checked again once a CoNLL input is detected)."""
+    typos = classification.unclosed(template)
+    hint = f" ({typos[0]!r} has no closing brace)" if typos else ""
+    if fmt == "conll" and "{text}" not in template:
+        return conll.TEXT_ONLY.format(template=template) + hint + "."
+    if not classification.placeholders(template):
+        return (f"--template {template!r} has no {{column}} placeholder{hint}, so every row would "
+                "get the same prompt; name a source column in braces, e.g. 'Category of: {text}'.")
+    return None
 
 
 def _not_a_row(value: Any) -> bool:
