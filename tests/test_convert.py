@@ -79,7 +79,7 @@ def test_flat_oasst_orphans_are_rejected_at_finish():
     result = convert(rows, keep_going=True)
     assert (result.rows_in, result.rows_rejected, result.records.height) == (3, 1, 1)
     assert result.rejects["reason"].to_list() == [
-        "field 'parent_id': its parent message is not in the file"]
+        "field 'parent_id': its parent message 'nowhere' is not in the file"]
 
 
 def test_converter_streams_batches_and_parse_errors_become_rejects():

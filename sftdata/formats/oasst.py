@@ -76,6 +76,91 @@ def orphans(rows: list[dict[str, Any]]) -> list[int]:
             if _first(r, _PARENT_KEYS) is not None and str(_first(r, _PARENT_KEYS)) not in ids]
 
 
+_REPLY_FIX = "set parent_id to null on a tree's first prompt, or to the id of the message replied to"
+
+
+def table_problems(rows: list[dict[str, Any]], places: list[str],
+                   rejected: dict[str, str] | None = None) -> dict[int, RowProblem]:
+    """Flat rows that no tree can hold, by index, each with its reason (L11): a message id used
+    before (``places[i]`` names where, e.g. "line 3"), a message that is its own parent, parent
+    ids that loop, a parent not in the table (or ``rejected``: id -> place), and every message
+    below one of those. Rows not named here all hang from a root (parent_id null)."""
+    rejected = rejected or {}
+    problems: dict[int, RowProblem] = {}
+    first: dict[str, int] = {}
+    for i, row in enumerate(rows):
+        mid = str(_first(row, _ID_KEYS))
+        if mid in first:
+            problems[i] = RowProblem("message_id", f"message id {mid!r} is already used on "
+                                     f"{places[first[mid]]}",
+                                     "give every message its own id, or drop the duplicate")
+        else:
+            first[mid] = i
+    # verdict per row: None (in a tree) or (the row that is wrong, a short reason for rows below)
+    verdict: dict[int, tuple[int, str] | None] = {}
+    for start in range(len(rows)):
+        if start in problems or start in verdict:
+            continue
+        walk: list[int] = []
+        on_walk: dict[int, int] = {}
+        j, end = start, None
+        while True:
+            if j in verdict:
+                end = verdict[j]
+                break
+            parent = _first(rows[j], _PARENT_KEYS)
+            if parent is None:
+                break
+            on_walk[j] = len(walk)
+            walk.append(j)
+            mid, parent = str(_first(rows[j], _ID_KEYS)), str(parent)
+            if parent == mid:
+                problems[j] = RowProblem("parent_id", "the message is its own parent", _REPLY_FIX)
+                end = (j, "is its own parent")
+            elif parent not in first:
+                if parent in rejected:
+                    what = f"was rejected ({rejected[parent]})"
+                    problems[j] = RowProblem("parent_id", f"its parent message {parent!r} {what}",
+                                             "fix that message, or drop its replies too")
+                else:
+                    what = "is not in the file"
+                    problems[j] = RowProblem("parent_id", f"its parent message {parent!r} {what}",
+                                             "include the whole tree, or drop the message")
+                end = (j, f"replies to a message that {what}")
+            elif first[parent] in on_walk:
+                loop = walk[on_walk[first[parent]]:]
+                for k, member in enumerate(loop):
+                    chain = [str(_first(rows[m], _ID_KEYS)) for m in loop[k:] + loop[:k]]
+                    shown = " -> ".join(chain[:6] + (["..."] if len(chain) > 6 else []))
+                    problems[member] = RowProblem(
+                        "parent_id", f"parent ids loop ({shown} -> {chain[0]}), so no tree holds "
+                        "the message", _REPLY_FIX)
+                    verdict[member] = (member, "is in a parent-id loop")
+                end = verdict[loop[0]]
+                walk = walk[: on_walk[first[parent]]]
+                break
+            else:
+                j = first[parent]
+                continue
+            verdict[j] = end
+            walk.pop()
+            break
+        for j in walk:
+            verdict[j] = end
+            if end is not None and j not in problems:
+                top = str(_first(rows[end[0]], _ID_KEYS))
+                problems[j] = RowProblem(
+                    "parent_id", f"below message {top!r} ({places[end[0]]}), which {end[1]}, so "
+                    "no tree holds the message", "fix that message, or drop its replies too")
+    return problems
+
+
+def message_id(row: Any) -> str | None:
+    """A flat row's message id as text, or None."""
+    mid = _first(row, _ID_KEYS) if isinstance(row, dict) else None
+    return None if mid is None else str(mid)
+
+
 def check_flat_row(row: Any) -> None:
     if not is_flat(row):
         raise RowProblem("message_id", "not a flat OASST message (needs message_id, parent_id, "

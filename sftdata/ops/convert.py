@@ -146,6 +146,7 @@ class Converter:
             return BatchResult(_records_frame([]), _rejects_frame([]))
         rejects: list[dict[str, Any]] = []
         good = []
+        rejected: dict[str, str] = {}  # message id -> where, for the replies to a rejected row
         for raw in self._flat:
             try:
                 oasst.check_flat_row(raw.value)
@@ -154,14 +155,17 @@ class Converter:
                     raise RowProblem("text", "missing or not a string", "give every message a text")
             except RowProblem as p:
                 self._problem(raw, self._error(raw, p), rejects)
+                mid = oasst.message_id(raw.value)
+                if mid is not None:
+                    rejected.setdefault(mid, _place(raw))
                 continue
             good.append(raw)
-        orphans = set(oasst.orphans([r.value for r in good]))
-        for i in sorted(orphans):
-            problem = RowProblem("parent_id", "its parent message is not in the file",
-                                 "include the whole tree, or drop the message")
-            self._problem(good[i], self._error(good[i], problem), rejects)
-        good = [r for i, r in enumerate(good) if i not in orphans]
+        # duplicate ids, parent loops, missing parents and every row below them (L11), in order
+        problems = oasst.table_problems([r.value for r in good], [_place(r) for r in good],
+                                        rejected)
+        for i in sorted(problems):
+            self._problem(good[i], self._error(good[i], problems[i]), rejects)
+        good = [r for i, r in enumerate(good) if i not in problems]
         self._flat = []
         try:
             records = oasst.flat_to_records([r.value for r in good], self.opts)
@@ -253,6 +257,10 @@ def template_problem(template: str, fmt: str | None) -> str | None:
         return (f"--template {template!r} has no {{column}} placeholder{hint}, so every row would "
                 "get the same prompt; name a source column in braces, e.g. 'Category of: {text}'.")
     return None
+
+
+def _place(raw: RawRow) -> str:
+    return f"line {raw.line}" if raw.line is not None else f"row {raw.row}"
 
 
 def _not_a_row(value: Any) -> bool:
