@@ -3,6 +3,7 @@ short runs, and no third-party noise."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -111,6 +112,17 @@ def test_cli_run_output_is_ours_only(tiny, shards, tmp_path, has):
     assert lines and all(line.startswith(("sfttrain:", "Warning:")) for line in lines), lines
     assert any(PROGRESS.match(line) for line in lines)
     assert proc.stdout == ""
+    records = tmp_path / "records.jsonl"
+    records.write_text("".join(json.dumps(r) + "\n" for r in task_records(2, seed=9)))
+    for command in (["merge", str(tmp_path / "r"), "--out", str(tmp_path / "merged")],
+                    ["generate", str(tmp_path / "r"), "--records", str(records),
+                     "--max-new-tokens", "2", "-o", str(tmp_path / "preds.jsonl")]):
+        proc = subprocess.run([sys.executable, "-c", FAKE_CPU.format(has=has), *command],
+                              capture_output=True, text=True, timeout=300, cwd=ROOT)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        # L30: no bitsandbytes kernel notice, nor anything else that is not ours
+        assert all(line.startswith("sfttrain") for line in proc.stderr.splitlines()
+                   if line.strip()), proc.stderr
 
 
 def test_cli_sets_passive_openmp_waiting_before_torch_loads():
