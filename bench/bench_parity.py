@@ -22,9 +22,11 @@ TRL's own QLoRA choice stays: it casts the adapter weights to bf16 on a 4-bit mo
 TRL's adapter is saved with a run.json beside it, so `sfttrain generate` loads it exactly as
 it loads ours (base, NF4 pin, adapter, template, end-of-turn id): the decoding is identical.
 Each training side runs in its own process (peak RSS is its own); tokens/s counts real tokens
-over the training loop only (loading and data preparation excluded).
+over the training loop only (loading and data preparation excluded). The quality runs' timings
+share the machine's load at different moments, so a speed phase follows: short runs of both
+sides alternating (--speed-repeats x --speed-steps), reported as medians and ratios.
 
-    .venv/bin/python bench/bench_parity.py                  # ~30-40 min on 2 CPU cores
+    .venv/bin/python bench/bench_parity.py                  # ~40-45 min on 2 shared CPU cores
     .venv/bin/python bench/bench_parity.py --quants none --train-records 100   # a quick look
     .venv/bin/python bench/bench_parity.py --reuse           # rescore: keep finished steps
 """
@@ -47,7 +49,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 BIN = Path(sys.executable).parent
-CSV = Path("/work/shared/realdata/datasets/classification/ag_news_samples.csv")
+CSV = ROOT.parent / "shared" / "realdata" / "datasets" / "classification" / "ag_news_samples.csv"
 # Short on purpose: a fixed prefix of 13+ words makes every pair of records share a 13-gram
 # ("prefix + first title word"), which dedup and gold verify then count as overlap.
 TEMPLATE = "Topic of this headline (World, Sports, Business or Sci/Tech):\n\n{title}"
@@ -151,10 +153,11 @@ def shared_overrides(args, steps: int) -> list[str]:
             f"grad_checkpointing={'true' if args.grad_checkpointing else 'false'}"]
 
 
-def run_ours(args, work: Path, gguf: Path, quant: str, steps: int) -> dict:
+def run_ours(args, work: Path, gguf: Path, quant: str, steps: int, name: str = "") -> dict:
     from sfttrain.config import keys
 
-    out = work / "runs" / f"ours-{quant}"
+    name = name or f"ours-{quant}"
+    out = work / "runs" / name
     extra = ["save_every=100000", "keep_best=false"]
     known = set(keys())
     if "eval_every" in known:
@@ -165,7 +168,7 @@ def run_ours(args, work: Path, gguf: Path, quant: str, steps: int) -> dict:
            "-o", out, "--no-resume", *shared_overrides(args, steps), *extra]
     load_start = loadavg()
     started = time.perf_counter()
-    sh(cmd, args, log=work / f"train-ours-{quant}.log")
+    sh(cmd, args, log=work / f"train-{name}.log")
     wall = time.perf_counter() - started
     s = json.loads((out / "summary.json").read_text())
     metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x]
@@ -185,13 +188,14 @@ def _eval_every_zero_ok() -> bool:
     return low <= 0
 
 
-def run_trl(args, work: Path, quant: str, steps: int) -> dict:
-    out = work / "runs" / f"trl-{quant}"
+def run_trl(args, work: Path, quant: str, steps: int, name: str = "") -> dict:
+    name = name or f"trl-{quant}"
+    out = work / "runs" / name
     cmd = [sys.executable, __file__, "--child", "trl", "--child-quant", quant,
-           "--child-steps", str(steps), "--work", work, *_forward(args)]
+           "--child-steps", str(steps), "--child-name", name, "--work", work, *_forward(args)]
     load_start = loadavg()
     started = time.perf_counter()
-    proc = sh(cmd, args, log=work / f"train-trl-{quant}.log")
+    proc = sh(cmd, args, log=work / f"train-{name}.log")
     wall = time.perf_counter() - started
     line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
     result = json.loads(line[-1][7:])
@@ -228,7 +232,7 @@ def child_trl(args) -> dict:
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     work = Path(args.work)
     quant, steps = args.child_quant, args.child_steps
-    out = work / "runs" / f"trl-{quant}"
+    out = work / "runs" / (args.child_name or f"trl-{quant}")
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     gguf = fetch_model()
@@ -445,6 +449,63 @@ def majority_scores(gold_scores: dict) -> dict:
             "correct": [int(r == top) for r in refs]}
 
 
+def speed_phase(args, work: Path, gguf: Path, systems: list[str]) -> dict:
+    """Short runs of --speed-steps, ours and TRL alternating (order flipped every repeat), so the
+    load of a shared machine hits both alike: medians of tokens/s and of the per-repeat ratio."""
+    import statistics as st
+
+    raw: dict[str, list[dict]] = {}
+    keep = ("steps", "tokens", "seconds", "tokens_per_s", "peak_rss_bytes",
+            "rss_before_model_bytes", "load_start", "load_end")
+    for quant in args.quants:
+        for rep in range(args.speed_repeats):
+            for system in (systems if rep % 2 == 0 else systems[::-1]):
+                name = f"speed-{system}-{quant}-{rep}"
+                print(f"\n== speed {name} (load average {loadavg()})", flush=True)
+                r = (run_ours(args, work, gguf, quant, args.speed_steps, name) if system == "ours"
+                     else run_trl(args, work, quant, args.speed_steps, name))
+                shutil.rmtree(work / "runs" / name, ignore_errors=True)
+                print(f"{name}: {r['tokens']:,} tokens in {r['seconds']:.1f} s = "
+                      f"{r['tokens_per_s']:,.1f} tokens/s, peak RSS "
+                      f"{r['peak_rss_bytes'] / GIB:.2f} GiB, load {r['load_start']} -> "
+                      f"{r['load_end']}", flush=True)
+                raw.setdefault(f"{system}-{quant}", []).append({k: r[k] for k in keep})
+    summary = {}
+    for quant in args.quants:
+        a, b = raw.get(f"ours-{quant}", []), raw.get(f"trl-{quant}", [])
+        if not a or not b:
+            continue
+        summary[quant] = {
+            "ours_tokens_per_s": st.median(x["tokens_per_s"] for x in a),
+            "trl_tokens_per_s": st.median(x["tokens_per_s"] for x in b),
+            "ratio_of_medians": st.median(x["tokens_per_s"] for x in a)
+            / st.median(x["tokens_per_s"] for x in b),
+            "median_pair_ratio": st.median(x["tokens_per_s"] / y["tokens_per_s"]
+                                           for x, y in zip(a, b, strict=False)),
+            "ours_peak_rss_bytes": max(x["peak_rss_bytes"] for x in a),
+            "trl_peak_rss_bytes": max(y["peak_rss_bytes"] for y in b),
+        }
+    return {"steps": args.speed_steps, "repeats": args.speed_repeats, "runs": raw,
+            "summary": summary}
+
+
+def speed_table(speed: dict) -> str:
+    lines = [f"Speed: {speed['repeats']} repeat(s) of {speed['steps']} steps per side, "
+             "alternating; tokens/s medians",
+             "| quant | ours tokens/s | TRL tokens/s | ours / TRL (ratio of medians) | "
+             "ours / TRL (median of per-repeat ratios) | ours peak RSS GiB | TRL peak RSS GiB | "
+             "runs (ours; TRL tokens/s) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for quant, x in speed["summary"].items():
+        runs_a = ", ".join(f"{r['tokens_per_s']:.1f}" for r in speed["runs"][f"ours-{quant}"])
+        runs_b = ", ".join(f"{r['tokens_per_s']:.1f}" for r in speed["runs"][f"trl-{quant}"])
+        lines.append(f"| {quant} | {x['ours_tokens_per_s']:.1f} | {x['trl_tokens_per_s']:.1f} | "
+                     f"{x['ratio_of_medians']:.2f}x | {x['median_pair_ratio']:.2f}x | "
+                     f"{x['ours_peak_rss_bytes'] / GIB:.2f} | {x['trl_peak_rss_bytes'] / GIB:.2f} | "
+                     f"{runs_a}; {runs_b} |")
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------------------ report
 
 
@@ -481,7 +542,7 @@ def table(results: dict) -> str:
         lines.append(f"| {label} | {quant} | {x['accuracy']:.3f} {ci(x['accuracy_ci95'])} | "
                      f"{x['macro_f1']:.3f} {ci(x['macro_f1_ci95'])} | "
                      f"{x['invalid_label_rate']:.3f} | {tail} |")
-    lines.append("* mean train loss of the last 5 optimizer steps")
+    lines.append("* mean train loss of the last 10 optimizer steps")
     lines += ["", "Paired, ours - TRL on the same gold items:",
               "| quant | accuracy diff [95% CI] | p (bootstrap) | McNemar ours-only / TRL-only right, "
               "exact p | macro-F1 diff [95% CI] | p (bootstrap) | same prediction | "
@@ -501,7 +562,7 @@ def table(results: dict) -> str:
 
 
 def _tail_loss(losses: list[float]) -> float:
-    tail = losses[-5:]
+    tail = losses[-10:]
     return sum(tail) / len(tail) if tail else float("nan")
 
 
@@ -534,6 +595,9 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=6)
     parser.add_argument("--gen-batch", type=int, default=16)
     parser.add_argument("--bootstrap", type=int, default=2000)
+    parser.add_argument("--speed-repeats", type=int, default=3,
+                        help="speed phase: alternating short runs per side and quant (0: skip)")
+    parser.add_argument("--speed-steps", type=int, default=8, help="steps of a speed run")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--reuse", action="store_true",
                         help="keep shards, finished runs and predictions already in --work")
@@ -541,6 +605,7 @@ def main() -> None:
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--child-quant", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--child-steps", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--child-name", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child_trl(args)
@@ -570,7 +635,8 @@ def main() -> None:
 
     runs: dict[str, dict] = {}
     old = work / "results.json"
-    previous = json.loads(old.read_text())["runs"] if args.reuse and old.is_file() else {}
+    earlier = json.loads(old.read_text()) if args.reuse and old.is_file() else {}
+    previous = earlier.get("runs", {})
     for quant in args.quants:  # interleaved, so load on a shared machine hits both alike
         for system in systems:
             name = f"{system}-{quant}"
@@ -599,14 +665,33 @@ def main() -> None:
         "task": "AG News topic classification (title only), SmolLM2-135M-Instruct",
         "args": {**vars(args), "systems": systems, "steps_resolved": steps},
         "model": str(gguf), "model_dir": str(model_dir), "data": data, "runs": runs,
-        "generation_seconds": {k: v["seconds"] for k, v in generation.items()},
+        "generation_seconds": {k: v["seconds"] if v["seconds"] is not None else
+                               earlier.get("generation_seconds", {}).get(k)
+                               for k, v in generation.items()},
         "scores": summary, "paired": paired, "load_start": load_start, "load_end": load_end,
         "wall_seconds": round(time.perf_counter() - t0, 1),
+        "earlier_invocations": earlier.get("earlier_invocations", []) + (
+            [{k: earlier.get(k) for k in ("wall_seconds", "load_start", "load_end")}]
+            if earlier else []),
         "versions": _versions(),
     }
     (work / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     print()
     print(table(results))
+    if args.speed_repeats:
+        old_speed = earlier.get("speed")  # (results.json was rewritten above, without it)
+        if old_speed and (old_speed["steps"], old_speed["repeats"]) == (args.speed_steps,
+                                                                         args.speed_repeats):
+            results["speed"] = old_speed
+        else:
+            results["speed"] = speed_phase(args, work, gguf, systems)
+        results["load_end"] = load_end = loadavg()
+        results["wall_seconds"] = round(time.perf_counter() - t0, 1)
+        (work / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        print()
+        print(table(results))
+        print()
+        print(speed_table(results["speed"]))
     print(f"\nwall {results['wall_seconds']:.0f} s; load average at start {load_start}, "
           f"at end {load_end}; figures in {work / 'results.json'}")
 
