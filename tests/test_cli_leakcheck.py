@@ -215,3 +215,25 @@ def test_min_ngram_above_ngram_is_a_usage_error(files):
     result = run([train, "--against", bench, "--min-ngram", "50", "--fail-on", "0"])
     assert result.exit_code == 2
     assert "Error: --min-ngram 50 must be at most --ngram 13." in result.stderr
+
+
+def test_shared_template_passes_the_gate_and_says_what_it_ignored(tmp_path):
+    template = "Classify the topic of this news headline as World, Sports, Business or Sci/Tech.\n\n"
+    story = [f"opener{i % 80} " + " ".join(f"w{i}x{k}" for k in range(8)) for i in range(260)]
+    train = write(tmp_path / "train.jsonl",
+                  [chat(template + s, "World", id=f"t{i}") for i, s in enumerate(story[:200])])
+    bench = write(tmp_path / "bench.jsonl",
+                  [chat(template + s, "World", id=f"b{i}") for i, s in enumerate(story[200:])])
+    result = run([train, "--against", bench, "--fail-on", "0", "--no-near"])
+    assert result.exit_code == 0, result.output
+    assert "contaminated: 0 of 200 (0.00%); low-confidence: 0" in result.stderr
+    assert ("  boilerplate ignored: 2 frequent n-gram(s) (in more than 10 training texts or "
+            "reference items, --frequent-cutoff) and 60 shared n-gram(s) mostly made of them\n"
+            ) in result.stderr
+
+
+def test_gold_verify_frequent_cutoff_must_be_positive(tmp_path):
+    gold = write(tmp_path / "gold.jsonl", [chat("q", "a", id="g1")])
+    result = CliRunner().invoke(cli, ["gold", "verify", gold, "--frequent-cutoff", "0"])
+    assert result.exit_code == 2
+    assert "Error: --frequent-cutoff must be at least 1, got 0" in result.output

@@ -250,3 +250,49 @@ def test_gsm8k_templated_near_duplicate_is_caught(realdata):
     pairs = {(r["gold_id"], r["train_id"]) for r in flagged.iter_rows(named=True)}
     assert ("test.jsonl-632", "train.jsonl-20") in pairs  # Max's stamps ~ Bella's stamps
     assert "bought stamps at the post office" in flagged.row(0, named=True)["evidence"]
+
+
+# --------------------------------------------------------------------------- verify: templates
+
+AG_TEMPLATE = "Classify the topic of this news headline as World, Sports, Business or Sci/Tech.\n\n"
+
+
+def ag_headlines(count: int, seed: int) -> list[str]:
+    """Different made-up headlines; many open with the same word, as AG News titles do."""
+    import random
+
+    rng = random.Random(seed)
+    openers = [f"opener{i}" for i in range(80)]  # a few records each, as "Delta"
+    vocab = [f"w{i}" for i in range(3000)]
+    return [" ".join([rng.choice(openers), *rng.sample(vocab, rng.randint(4, 12))])
+            for _ in range(count)]
+
+
+def ag_set(titles: list[str], prefix: str) -> pl.DataFrame:
+    return from_dicts([chat(AG_TEMPLATE + t, "World", id=f"{prefix}{i}", label="World")
+                       for i, t in enumerate(titles)])
+
+
+def test_verify_ignores_a_shared_13_word_template():
+    titles = ag_headlines(300, seed=3)
+    gold = ag_set(titles[:100], "g")
+    lock = freeze(gold, 100).lock
+    gold = gold.with_columns(pl.lit("gold").alias("split"))
+    train = ag_set(titles[100:], "t")
+    result = verify(gold, lock, {"train.parquet": train})
+    assert result.ok and result.overlap.height == 0
+
+
+def test_verify_still_fails_on_a_copied_headline_under_the_template():
+    titles = ag_headlines(300, seed=3)
+    gold = ag_set(titles[:100], "g")
+    lock = freeze(gold, 100).lock
+    gold = gold.with_columns(pl.lit("gold").alias("split"))
+    # one gold headline in the training data, under the same template and with an edit
+    copied = AG_TEMPLATE + titles[5] + " reports"
+    train = pl.concat([ag_set(titles[100:], "t"),
+                       from_dicts([chat(copied, "World", id="copy", label="World")])])
+    result = verify(gold, lock, {"train.parquet": train})
+    assert not result.ok
+    assert result.blocking.select("gold_id", "train_id").rows() == [("g5", "copy")]
+    assert result.blocking["kind"].to_list() == ["leakcheck:ngram"]

@@ -329,3 +329,54 @@ def test_drop_until_clean_catches_what_dropping_makes_rare_again():
         "(round 2: boilerplate no longer once the records of round 1 were dropped)")
     assert leakcheck(outcome.kept, bench(), **params).contaminated_ids == []
     assert outcome.kept.height + outcome.dropped.height == train.height
+
+
+# --------------------------------------------------------------------------- boilerplate templates
+
+# 13 words, shared by every record: "template + first words of the story" is not evidence
+AG_TEMPLATE = "Classify the topic of this news headline as World, Sports, Business or Sci/Tech.\n\n"
+
+
+def ag_stories(count: int, seed: int) -> list[str]:
+    """Different made-up news stories; many open with the same word (as headlines do)."""
+    import random
+
+    rng = random.Random(seed)
+    openers = [f"opener{i}" for i in range(80)]  # a few records each, as "Delta"
+    vocab = [f"w{i}" for i in range(3000)]
+    return [" ".join([rng.choice(openers), *rng.sample(vocab, rng.randint(6, 30))])
+            for _ in range(count)]
+
+
+def ag_records(stories: list[str], prefix: str) -> pl.DataFrame:
+    return records(*[chat(AG_TEMPLATE + s, "World", id=f"{prefix}{i}")
+                     for i, s in enumerate(stories)])
+
+
+def test_shared_template_is_not_evidence():
+    stories = ag_stories(260, seed=7)
+    train, bench_items = ag_records(stories[:200], "t"), ag_records(stories[200:], "b")
+    result = leakcheck(train, {"agnews": bench_items})
+    assert result.contaminated_ids == [] and result.low_confidence_ids == []
+    assert result.matches.height == 0
+    assert result.summary["frequent_ngrams_ignored"] >= 1
+    assert result.summary["boilerplate_windows_ignored"] >= 1
+    assert result.summary["parameters"]["frequent_cutoff"] == 10
+
+
+def test_copied_story_under_the_template_is_still_found():
+    stories = ag_stories(260, seed=7)
+    copied = stories[230]
+    train = ag_records([*stories[:200], copied], "t")
+    # under another wrapper too: only the story's own n-grams can find it
+    long_story = " ".join(ag_stories(1, seed=99)[0].split()[:1]) + " " + " ".join(
+        f"x{i}" for i in range(20))
+    train = pl.concat([train, records(chat("Summarize: " + long_story, "ok", id="w1"))])
+    bench_items = ag_records([*stories[200:], long_story], "b")
+    result = leakcheck(train, {"agnews": bench_items})
+    assert result.contaminated_ids == ["t200", "w1"]
+    assert result.low_confidence_ids == []
+    w1 = result.matches.filter(pl.col("train_id") == "w1").row(0, named=True)
+    assert w1["kind"] == "ngram" and w1["confidence"] == "high"
+    # coverage counts the story's words, not the template's
+    assert json.loads(w1["evidence"])["ngram"]["coverage"] == 1.0

@@ -127,10 +127,13 @@ def _display(path: str) -> str:
               help="Lock file (default: GOLD's NAME.lock.json).")
 @click.option("--ngram", type=int, default=13, show_default=True,
               help="N-gram size for the near-duplicate check (leakcheck).")
+@click.option("--frequent-cutoff", type=int, default=10, show_default=True,
+              help="N-grams in more than this many training or gold prompts are boilerplate "
+                   "(a shared template), never evidence.")
 @click.option("--exact-only", is_flag=True, help="Skip the near-duplicate check.")
 @report_option(help="Write the findings here as JSON.")
 @handle_errors
-def verify(gold_path, against, lock_path, ngram, exact_only, report_path):
+def verify(gold_path, against, lock_path, ngram, frequent_cutoff, exact_only, report_path):
     """Check the gold set still matches its lock and that no training file contains it.
 
     \b
@@ -143,6 +146,8 @@ def verify(gold_path, against, lock_path, ngram, exact_only, report_path):
         raise click.UsageError("GOLD must be a file (its lock lives beside it)")
     if ngram < 1:
         raise click.UsageError("--ngram must be at least 1")
+    if frequent_cutoff < 1:
+        raise click.UsageError(f"--frequent-cutoff must be at least 1, got {frequent_cutoff}")
     lock_file = Path(lock_path) if lock_path else default_lock_path(gold_path)
     check_paths([("GOLD", gold_path), ("--lock", str(lock_file)), ("--against", list(against))],
                 [("--report", report_path)])
@@ -164,7 +169,7 @@ def verify(gold_path, against, lock_path, ngram, exact_only, report_path):
     # one training file in memory at a time
     frames = ((path, read_records(path)) for path in trains)
     result = verify_gold(gold_df, lock, frames, lock_name=str(lock_file), near=not exact_only,
-                         ngram=ngram)
+                         ngram=ngram, frequent_cutoff=frequent_cutoff)
     for message in result.warnings:
         warn(message)
     failure = verdict(None if result.ok else CheckFailed("gold verify failed"))

@@ -241,8 +241,11 @@ def say_summary(result: Any, strict: bool) -> None:
     say(f"  contaminated: {s['contaminated_records']} of {s['train_records']} "
         f"({s['contaminated_records'] / total:.2%}); low-confidence: "
         f"{s['low_confidence_records']} ({'counted, --strict' if strict else 'reported, not counted'})")
-    if s["frequent_ngrams_ignored"]:
-        say(f"  {s['frequent_ngrams_ignored']} frequent n-gram(s) ignored as boilerplate")
+    if s["frequent_ngrams_ignored"] or s["boilerplate_windows_ignored"]:
+        say(f"  boilerplate ignored: {s['frequent_ngrams_ignored']} frequent n-gram(s) (in more "
+            f"than {s['parameters']['frequent_cutoff']} training texts or reference items, "
+            f"--frequent-cutoff) and {s['boilerplate_windows_ignored']} shared n-gram(s) mostly "
+            "made of them")
     high = result.matches.filter(result.matches["confidence"] == "high")
     for row in high.unique("train_id", keep="first", maintain_order=True).head(SHOWN).iter_rows(
         named=True

@@ -231,17 +231,22 @@ def exact_overlap(gold: pl.DataFrame, train: pl.DataFrame, against: str) -> pl.D
 
 
 def near_duplicates(
-    gold: pl.DataFrame, train: pl.DataFrame, against: str, *, ngram: int = 13
+    gold: pl.DataFrame, train: pl.DataFrame, against: str, *, ngram: int = 13,
+    frequent_cutoff: int = 10,
 ) -> pl.DataFrame | None:
     """Near-duplicate evidence from the leakcheck library; None when it is not installed.
 
     The one place gold verify touches leakcheck, so its API can change without touching the rest.
+    An n-gram in more than ``frequent_cutoff`` distinct training prompts or gold prompts (a
+    shared prompt template) is boilerplate, and so is most of any n-gram overlapping it: such
+    n-grams are never evidence (see sftdata.ops.leakcheck).
     """
     try:
         from .leakcheck import leakcheck
     except ImportError:
         return None
-    result = leakcheck(train, {GOLD_SPLIT: gold}, on="prompt", ngram=ngram)
+    result = leakcheck(train, {GOLD_SPLIT: gold}, on="prompt", ngram=ngram,
+                       frequent_cutoff=frequent_cutoff)
     matches = result.matches
     if matches.height == 0:
         return pl.DataFrame(schema=OVERLAP_SCHEMA)
@@ -311,6 +316,7 @@ def verify(
     lock_name: str = "lock",
     near: bool = True,
     ngram: int = 13,
+    frequent_cutoff: int = 10,
 ) -> VerifyResult:
     """The lock still matches and no gold record (or near-duplicate of one) is in ``against``.
 
@@ -324,7 +330,8 @@ def verify(
     for name, train in pairs:
         frames.append(exact_overlap(gold, train, name))
         if near:
-            found = near_duplicates(gold, train, name, ngram=ngram)
+            found = near_duplicates(gold, train, name, ngram=ngram,
+                                    frequent_cutoff=frequent_cutoff)
             if found is None:
                 near_ran = False
             else:

@@ -9,8 +9,13 @@ Evidence for a (training record, reference item) pair comes in four kinds:
   exact  the same word sequence.
   ngram  shared word n-grams (``ngram`` words, 13 as in GPT-3 and lm-eval) for items of at least
          ``ngram`` words. An n-gram found in more than ``frequent_cutoff`` distinct training
-         texts, or in more than ``frequent_cutoff`` reference items, is boilerplate and ignored
-         (as NeMo Curator does). ``overlap`` = share of the item's words covered by shared n-grams.
+         texts, or in more than ``frequent_cutoff`` distinct reference items, is boilerplate and
+         ignored (as NeMo Curator does). The words such n-grams cover in an item are its
+         *boilerplate words* (a shared prompt template, a benchmark's own instructions); the
+         rest are its *content words*. Only *content n-grams*, more than half of whose words are
+         content words, count as evidence, so "template + first word of the story" is not a
+         match. ``overlap`` = share of the item's content words covered by shared content
+         n-grams.
   short  an item shorter than ``ngram`` words found whole (as a run of words) in the record.
   near   a MinHash near-duplicate (word 5-gram shingles, LSH for ``near_threshold``), kept only
          when the exact Jaccard similarity of the shingle sets reaches ``near_threshold``.
@@ -127,12 +132,16 @@ def leakcheck(
         pl.Series("whole", refs.whole(), dtype=pl.UInt64),
     )
     ref_windows, boiler_ref = _reference_windows(refs, ref_items, ngram, frequent_cutoff)
+    wanted_windows = ref_windows.join(boiler_ref, on="hash", how="anti")
 
     shingle_index = _shingle_index(refs, ref_items, frequent_cutoff) if near else None
     found = _scan_train(
-        train_text, ref_items, ref_windows, ngram, chunk_rows, shingle_index, near_threshold
+        train_text, ref_items, wanted_windows, ngram, chunk_rows, shingle_index, near_threshold
     )
-    ngram_pairs, boiler_train = _ngram_pairs(found, ref_windows, ngram, frequent_cutoff)
+    ngram_pairs, boiler_train, content, boiler_windows = _ngram_pairs(
+        found, refs, ref_windows, boiler_ref, ngram, frequent_cutoff
+    )
+    ref_items = ref_items.with_columns(pl.Series("content", content, dtype=pl.Int64))
     short_pairs = found["contained"].with_columns(pl.lit(True).alias("contained"))
     near_pairs = (
         _near_pairs(train_text, ref_items, found["near_candidates"], near_threshold, num_perm,
@@ -155,7 +164,8 @@ def leakcheck(
         train, ref_items, matches, high, low, on=on, ngram=ngram, min_ngram=min_ngram,
         frequent_cutoff=frequent_cutoff, near_threshold=near_threshold, num_perm=num_perm,
         min_overlap=min_overlap, near=near,
-        frequent_ngrams_ignored=int(boiler_ref + boiler_train),
+        frequent_ngrams_ignored=int(boiler_ref.height + boiler_train),
+        boilerplate_windows_ignored=boiler_windows,
     )
     return LeakResult(matches, high, low, summary)
 
@@ -259,8 +269,9 @@ def _reference_items(references: dict[str, pl.DataFrame], view: pl.Expr) -> pl.D
 
 def _reference_windows(
     refs: Corpus, items: pl.DataFrame, n: int, cutoff: int
-) -> tuple[pl.DataFrame, int]:
-    """n-gram windows of the long items (hash, ref, start), minus n-grams of > cutoff item texts.
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(windows, boiler): every n-gram window of the long items (hash, ref, start), and the
+    hashes of n-grams in more than ``cutoff`` distinct item texts (one column, hash).
 
     An n-gram that many different items share is the benchmark's own template, not an item.
     Distinct texts are counted, so an item repeated in the benchmark keeps its n-grams.
@@ -270,8 +281,8 @@ def _reference_windows(
     spread = windows.join(items.select("ref", "whole"), on="ref").group_by("hash").agg(
         pl.col("whole").n_unique().alias("items")
     )
-    boiler = spread.filter(pl.col("items") > cutoff)
-    return windows.join(boiler, on="hash", how="anti"), boiler.height
+    boiler = spread.filter(pl.col("items") > cutoff).select("hash")
+    return windows, boiler
 
 
 # --------------------------------------------------------------------------- training scan
@@ -343,30 +354,63 @@ def _concat(frames: list[pl.DataFrame], schema: dict[str, Any]) -> pl.DataFrame:
 
 
 def _ngram_pairs(
-    found: dict[str, pl.DataFrame], ref_windows: pl.DataFrame, n: int, cutoff: int
-) -> tuple[pl.DataFrame, int]:
-    """(row, ref, ngrams, covered, starts): shared n-grams per pair, frequent ones left out.
+    found: dict[str, pl.DataFrame], refs: Corpus, ref_windows: pl.DataFrame,
+    boiler_ref: pl.DataFrame, n: int, cutoff: int,
+) -> tuple[pl.DataFrame, int, np.ndarray, int]:
+    """Shared content n-grams per pair, and what was left out as boilerplate.
+
+    Returns (pairs, frequent, content, ignored): pairs = (row, ref, ngrams, covered, starts)
+    with ``covered`` the item's content words under shared content n-grams; frequent = n-grams
+    in more than ``cutoff`` distinct training texts (not counted in the references already);
+    content = per item its content words; ignored = shared windows left out for being mostly
+    boilerplate.
 
     Frequency counts distinct training *texts*, so one benchmark item copied 50 times into the
     training data is still caught, while a phrase that 50 different records use is not evidence.
     """
     hits = found["hits"].join(found["wholes"].select("row", "whole"), on="row")
     spread = hits.group_by("hash").agg(pl.col("whole").n_unique().alias("texts"))
-    frequent = spread.filter(pl.col("texts") > cutoff)
+    frequent = spread.filter(pl.col("texts") > cutoff).select("hash")
+    boiler = pl.concat([boiler_ref, frequent]).unique()
+    # boilerplate words of each item: those under a window whose n-gram is frequent on either side
+    starts = refs.offsets[ref_windows["ref"].to_numpy()] + ref_windows["start"].to_numpy()
+    is_boiler = ref_windows.select(pl.col("hash").is_in(boiler["hash"].implode())).to_series()
+    boiler_starts = starts[is_boiler.to_numpy()]
+    total = int(refs.offsets[-1])
+    depth = np.zeros(total + 1, dtype=np.int64)
+    np.add.at(depth, boiler_starts, 1)
+    np.add.at(depth, boiler_starts + n, -1)
+    mask = np.cumsum(depth[:-1]) > 0
+    prefix = np.zeros(total + 1, dtype=np.int64)  # boilerplate words before each position
+    np.cumsum(mask, out=prefix[1:])
+    content = refs.lengths - (prefix[refs.offsets[1:]] - prefix[refs.offsets[:-1]])
+    # a content n-gram: not boilerplate itself, and more than half of its words are content
+    window_boiler = prefix[starts + n] - prefix[starts]
+    evidence = ref_windows.with_columns(
+        pl.Series("absolute", starts, dtype=pl.Int64),
+        pl.Series("ok", (2 * (n - window_boiler) > n) & ~is_boiler.to_numpy()),
+    )
     hits = hits.join(frequent, on="hash", how="anti")
-    per_window = hits.select("hash", "row").join(ref_windows, on="hash")
-    per_window = per_window.unique(["row", "ref", "start"]).sort(["row", "ref", "start"])
-    # words of the item covered by the union of the matched windows [start, start + n)
+    per_window = hits.select("hash", "row").join(evidence, on="hash")
+    ignored = per_window.filter(~pl.col("ok")).select("hash").n_unique()
+    per_window = per_window.filter(pl.col("ok")).unique(["row", "ref", "start"])
+    per_window = per_window.sort(["row", "ref", "start"])
+    # content words of the item covered by the union of the matched windows [start, start + n)
     next_start = pl.col("start").shift(-1).over(["row", "ref"])
     cover = pl.min_horizontal(next_start - pl.col("start"), pl.lit(n)).fill_null(n)
-    pairs = per_window.with_columns(cover.alias("cover")).group_by(
-        ["row", "ref"], maintain_order=True
-    ).agg(
+    per_window = per_window.with_columns(cover.alias("cover"))
+    begin = per_window["absolute"].to_numpy()
+    end = begin + per_window["cover"].to_numpy()
+    content_cover = per_window["cover"].to_numpy() - (prefix[end] - prefix[begin])
+    pairs = per_window.with_columns(
+        pl.Series("cover", content_cover, dtype=pl.Int64)
+    ).group_by(["row", "ref"], maintain_order=True).agg(
         pl.len().alias("ngrams"),
         pl.col("cover").sum().alias("covered"),
         pl.col("start").head(EVIDENCE_NGRAMS).alias("starts"),
     )
-    return pairs, frequent.height
+    new_frequent = frequent.join(boiler_ref, on="hash", how="anti").height
+    return pairs, new_frequent, content, ignored
 
 
 # --------------------------------------------------------------------------- near-duplicates
@@ -486,10 +530,11 @@ def _judge(
         .group_by("ref")
         .agg(pl.col("whole").n_unique().alias("texts_with_item"))
     )
-    pairs = pairs.join(items.select("ref", "words"), on="ref", how="left").join(
+    pairs = pairs.join(items.select("ref", "words", "content"), on="ref", how="left").join(
         spread, on="ref", how="left"
     )
-    coverage = (pl.col("covered") / pl.col("words")).fill_null(0.0)
+    # share of the item's content words (boilerplate left out) under shared content n-grams
+    coverage = (pl.col("covered") / pl.col("content")).fill_nan(0.0).fill_null(0.0)
     has_ngram = pl.col("ngrams").is_not_null()
     has_short = pl.col("contained").fill_null(False)
     has_near = pl.col("jaccard").is_not_null()
@@ -565,6 +610,7 @@ def _summary(
     low: list[str], **params: Any,
 ) -> dict[str, Any]:
     frequent = params.pop("frequent_ngrams_ignored")
+    boiler_windows = params.pop("boilerplate_windows_ignored")
     per_set: dict[str, Any] = {}
     for name in items["ref_set"].unique(maintain_order=True).to_list():
         set_items = items.filter(pl.col("ref_set") == name)
@@ -590,5 +636,6 @@ def _summary(
         "low_confidence_records": len(low),
         "references": per_set,
         "frequent_ngrams_ignored": frequent,
+        "boilerplate_windows_ignored": boiler_windows,
         "parameters": params,
     }
