@@ -19,7 +19,7 @@ import collections
 import functools
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from hashlib import sha1
+from hashlib import blake2b, sha1
 from typing import Any, TypeVar
 
 import numpy as np
@@ -278,6 +278,71 @@ def optimal_bands(
             if error < best:
                 best, opt = error, (b, r)
     return opt
+
+
+def candidate_probability(similarity: float, bands: int, rows: int) -> float:
+    """P(a pair at this Jaccard shares at least one band): the S-curve 1 - (1 - s**r)**b."""
+    return 1.0 - (1.0 - similarity ** rows) ** bands
+
+
+def recall_target(threshold: float, margin: float = 0.05) -> float:
+    """The Jaccard at which :func:`recall_bands` guarantees recall: ``threshold + margin``,
+    or halfway to 1 when that is nearer (at 0.95 and above every banding finds Jaccard 1)."""
+    return min(threshold + margin, (threshold + 1.0) / 2)
+
+
+@functools.lru_cache(maxsize=64)
+def recall_bands(
+    threshold: float, num_perm: int, margin: float = 0.05, recall: float = 0.99
+) -> tuple[int, int]:
+    """(bands, rows) that make a pair at Jaccard :func:`recall_target` a candidate with
+    probability at least ``recall``, using at most ``num_perm`` signature values.
+
+    Among the bandings that reach ``recall`` this picks the one with the fewest expected
+    candidates below the threshold (the smallest area under the S-curve on [0, threshold]),
+    since every candidate costs an exact check. When none reaches it (too few permutations),
+    the banding with the highest probability at ``threshold + margin`` is returned; callers
+    report :func:`candidate_probability` so that shortfall is visible.
+    """
+    if not 0.0 < threshold <= 1.0:
+        raise ValueError(f"threshold must be in (0, 1], got {threshold}")
+    if num_perm < 1:
+        raise ValueError(f"num_perm must be positive, got {num_perm}")
+    target = recall_target(threshold, margin)
+    grid = np.linspace(0.0, threshold, 201)
+    best_key, best = None, (1, 1)
+    for r in range(1, num_perm + 1):
+        for b in range(1, num_perm // r + 1):
+            p = candidate_probability(target, b, r)
+            if p >= recall:
+                below = float(np.trapezoid(1.0 - (1.0 - grid**r) ** b, grid))
+                key = (0, below, b * r)
+                if best_key is None or key < best_key:
+                    best_key, best = key, (b, r)
+                break  # more bands at this r only add candidates
+            key = (1, -p, b * r)
+            if best_key is None or key < best_key:
+                best_key, best = key, (b, r)
+    return best
+
+
+def shingle_hashes(norm: str, n: int = 5, unit: str = "word") -> np.ndarray:
+    """The distinct shingles of normalized text as sorted 64-bit BLAKE2b hashes.
+
+    Compact (8 bytes a shingle) for exact Jaccard of candidate pairs; with 64-bit hashes a
+    collision among a pair's few thousand shingles has a probability below 1e-12.
+    """
+    grams = shingle_bytes(norm, n, unit)
+    digests = b"".join([blake2b(g, digest_size=8).digest() for g in grams])
+    return np.unique(np.frombuffer(digests, dtype=np.uint64))
+
+
+def hashed_jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    """Jaccard of two sorted, distinct hash arrays (1.0 when both are empty)."""
+    if a.size == 0 and b.size == 0:
+        return 1.0
+    inter = np.intersect1d(a, b, assume_unique=True).size
+    return inter / (a.size + b.size - inter)
 
 
 def _check_banding(sigs: np.ndarray, bands: int, rows: int) -> None:

@@ -56,8 +56,9 @@ def test_kept_rows_on_stdout_summary_on_stderr(records_file, tmp_path):
     assert kept == ["a", "b"]
     assert result.stderr.splitlines() == [
         f"dedup {records_file}: 4 in, 2 kept, 2 dropped (exact 1, near 1) in 1 clusters",
-        "near: 9 bands x 13 rows for threshold 0.8 (128 permutations), 1 candidate pairs, "
-        "0 rejected by estimated Jaccard below 0.8",
+        "near: 15 bands x 8 rows for threshold 0.8 (128 permutations; a pair at Jaccard 0.85 "
+        "is a candidate with probability 0.992), 1 candidate pairs, 0 rejected by exact "
+        "Jaccard below 0.8",
         f"dropped records written to {dupes}",
     ]
     dropped = pl.read_ndjson(dupes)
@@ -77,32 +78,57 @@ def test_stdin_to_parquet_with_keep_column(records_file, tmp_path):
 
 
 def test_output_is_idempotent_and_deterministic(records_file):
-    first = run(str(records_file), "--verify")
-    again = run(str(records_file), "--verify")
+    first = run(str(records_file))
+    again = run(str(records_file))
     assert first.stdout == again.stdout
-    second = run("--verify", input=first.stdout_bytes)
+    second = run(input=first.stdout_bytes)
     assert second.exit_code == 0
     assert second.stdout == first.stdout
     assert "0 dropped" in second.stderr
 
 
-def test_verify_reports_rejected_pairs(records_file):
-    result = run(str(records_file), "--verify")
-    assert "1 candidate pairs, 0 rejected by exact Jaccard below 0.8" in result.stderr
+def test_verify_is_the_default_and_still_accepted(records_file):
+    plain = run(str(records_file))
+    old = run(str(records_file), "--verify")
+    assert old.exit_code == 0 and old.stdout == plain.stdout and old.stderr == plain.stderr
+    assert "--verify" not in run("--help").output  # hidden: exact checking is the default
+
+
+def test_approx_uses_datasketch_banding_and_the_estimate(records_file):
+    result = run(str(records_file), "--approx")
+    assert result.exit_code == 0, result.stderr
+    assert (
+        "near: 9 bands x 13 rows for threshold 0.8 (128 permutations; a pair at Jaccard 0.85 "
+        "is a candidate with probability 0.686), 1 candidate pairs, 0 rejected by estimated "
+        "Jaccard below 0.8"
+    ) in result.stderr
+
+
+def test_approx_and_verify_together_are_a_usage_error(records_file):
+    result = run(str(records_file), "--approx", "--verify")
+    assert result.exit_code == 2
+    assert (
+        "--approx and --verify contradict each other; candidates are verified exactly by "
+        "default, so drop --verify (or drop --approx)." in result.stderr
+    )
 
 
 def test_candidates_below_the_threshold_are_reported_as_rejected(tmp_path):
-    """M13: a candidate pair whose estimated Jaccard is under --threshold is kept and counted."""
+    """M13: a candidate pair whose Jaccard is under --threshold is kept and counted."""
     base = words(3, 60)
     other = list(base)
     for p in (10, 30, 50):
         other[p] = "changed"
     path = tmp_path / "in.jsonl"
     write_table(from_dicts([chat("q", " ".join(base), id="a"), chat("q", " ".join(other), id="b")]), path)
-    result = run(str(path), "--mode", "near", "--threshold", "0.7", "--seed", "1")
+    result = run(str(path), "--mode", "near", "--threshold", "0.7", "--seed", "1", "--approx",
+                 "--ngram", "5")
     assert result.exit_code == 0, result.stderr
     assert [json.loads(line)["id"] for line in result.stdout.splitlines()] == ["a", "b"]
     assert "1 candidate pairs, 1 rejected by estimated Jaccard below 0.7" in result.stderr
+    exact = run(str(path), "--mode", "near", "--threshold", "0.7", "--seed", "1", "--ngram", "5")
+    assert [json.loads(line)["id"] for line in exact.stdout.splitlines()] == ["a", "b"]
+    assert "1 rejected by exact Jaccard below 0.7" in exact.stderr
 
 
 def test_empty_view_warning(tmp_path):

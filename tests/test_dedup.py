@@ -1,4 +1,4 @@
-"""sftdata.ops.dedup on hand-made records: exact, near, keep policies, verify, clustering."""
+"""sftdata.ops.dedup on hand-made records: exact, near, keep policies, exact check vs approx, recall, clustering."""
 
 from __future__ import annotations
 
@@ -87,8 +87,11 @@ def test_near_duplicate_with_one_word_changed_is_dropped():
     assert result.kept["id"].to_list() == ["orig", "other"]
     kept_id, reason, similarity, _ = dupes_of(result)["copy"]
     assert (kept_id, reason) == ("orig", "near")
-    assert 0.85 < similarity < 1.0  # estimated from the signatures
-    assert result.candidate_pairs == 1 and (result.bands, result.rows_per_band) == (9, 13)
+    assert 0.85 < similarity < 1.0  # exact Jaccard of the shingle sets
+    assert result.candidate_pairs == 1 and (result.bands, result.rows_per_band) == (15, 8)
+    approx = dedup(df, mode="near", approx=True)  # datasketch's banding for 0.8
+    assert approx.kept["id"].to_list() == ["orig", "other"]
+    assert (approx.bands, approx.rows_per_band) == (9, 13)
 
 
 def test_both_modes_resolve_exact_copies_to_the_final_kept_row():
@@ -98,7 +101,7 @@ def test_both_modes_resolve_exact_copies_to_the_final_kept_row():
         chat("q", edited(base, (5,)), id="b"),
         chat("Q", edited(base, (5,)).upper(), id="b-twin"),
     )
-    result = dedup(df, verify=True)
+    result = dedup(df)
     assert result.kept["id"].to_list() == ["a"]
     dupes = dupes_of(result)
     assert dupes["b"][:2] == ("a", "near") and dupes["b-twin"][:2] == ("a", "exact")
@@ -143,11 +146,11 @@ def false_candidate_pair() -> pl.DataFrame:
     return records(chat("q", " ".join(base), id="a"), chat("q", edited(base, (10, 30, 50)), id="b"))
 
 
-def test_verify_drops_false_candidates():
+def test_exact_check_drops_false_candidates():
     df = false_candidate_pair()
-    loose = dedup(df, mode="near", num_perm=8, seed=52, on="response")
+    loose = dedup(df, mode="near", num_perm=8, seed=52, on="response", ngram=5, approx=True)
     assert loose.dropped_near == 1 and loose.candidate_pairs == 1  # LSH alone merges them
-    strict = dedup(df, mode="near", num_perm=8, seed=52, on="response", verify=True)
+    strict = dedup(df, mode="near", num_perm=8, seed=52, on="response", ngram=5)
     assert strict.dropped == 0 and strict.rejected_pairs == 1
     assert strict.kept["id"].to_list() == ["a", "b"]
 
@@ -167,17 +170,17 @@ def one_and_two_word_variants(n: int = 300) -> pl.DataFrame:
 
 
 def test_candidate_pairs_below_the_threshold_are_not_merged():
-    """M13: sharing an LSH band makes a pair a candidate only; without --verify its Jaccard
+    """M13: sharing an LSH band makes a pair a candidate only; with approx its Jaccard
     estimated from the signatures must reach --threshold too (before: every candidate merged,
     105 near drops, 55 with a similarity below 0.8, the lowest 0.52)."""
     df = one_and_two_word_variants()
-    result = dedup(df)
+    result = dedup(df, ngram=5, approx=True)  # the M13 numbers are for word 5-grams
     assert result.candidate_pairs == 107 and result.rejected_pairs == 57
     near = result.dupes.filter(pl.col("reason") == "near")
     assert near.height == result.dropped_near == 50
     assert near["similarity"].min() >= 0.8  # every pair merged is a pair the estimate accepts
-    strict = dedup(df, verify=True)  # the exact Jaccard of every candidate is below 0.8
-    assert (strict.candidate_pairs, strict.rejected_pairs, strict.dropped_near) == (107, 107, 0)
+    strict = dedup(df, ngram=5)  # the exact Jaccard of every candidate is below 0.8
+    assert (strict.candidate_pairs, strict.rejected_pairs, strict.dropped_near) == (401, 401, 0)
 
 
 def test_union_find_is_transitive():
@@ -193,7 +196,7 @@ def test_chain_of_near_duplicates_is_one_cluster():
     b = edited(base, (20, 40))  # a ~ b
     c = edited(base, (20, 40, 140, 160, 180))  # b ~ c, a and c further apart
     df = records(chat("q", a, id="a"), chat("q", b, id="b"), chat("q", c, id="c"))
-    result = dedup(df, mode="near", verify=True, threshold=0.85)
+    result = dedup(df, mode="near", threshold=0.85, ngram=5)
     assert result.kept["id"].to_list() == ["a"]
     dupes = dupes_of(result)
     assert dupes["b"][0] == dupes["c"][0] == "a"
@@ -231,3 +234,43 @@ def test_bad_arguments_are_reported_together():
 def test_frame_without_record_columns_is_refused():
     with pytest.raises(UsageProblem, match=r"not a record table: missing column\(s\) id, messages"):
         dedup(pl.DataFrame({"text": ["a"]}))
+
+
+def pairs_at_jaccard(n: int, shared: int, only_a: int, only_b: int) -> pl.DataFrame:
+    """n unrelated pairs whose word 1-gram sets have exact Jaccard shared / (shared + a + b)."""
+    rows = []
+    for p in range(n):
+        common = [f"p{p}s{k}" for k in range(shared)]
+        a = common + [f"p{p}a{k}" for k in range(only_a)]
+        b = common + [f"p{p}b{k}" for k in range(only_b)]
+        rows += [chat("q", " ".join(a), id=f"{p}a"), chat("q", " ".join(b), id=f"{p}b")]
+    return records(*rows)
+
+
+def test_default_finds_pairs_just_above_the_threshold():
+    """Pairs at exact Jaccard 0.85 (threshold + 0.05) are found with recall >= 0.99 by default;
+    datasketch's banding with the estimated Jaccard (approx) finds about two thirds of them."""
+    df = pairs_at_jaccard(600, 85, 8, 7)
+    result = dedup(df, mode="near", on="response", ngram=1)
+    assert (result.bands, result.rows_per_band) == (15, 8)
+    assert result.candidate_probability >= 0.99 and result.recall_at == 0.85
+    recall = result.dropped_near / 600
+    assert recall >= 0.985
+    assert set(result.dupes["similarity"].round(6)) == {0.85}  # exact, not estimated
+    approx = dedup(df, mode="near", on="response", ngram=1, approx=True)
+    assert approx.dropped_near / 600 < 0.8
+
+
+@pytest.mark.parametrize("shared,only_a,only_b", [(79, 11, 10), (75, 13, 12), (60, 20, 20)])
+def test_pairs_below_the_threshold_are_never_dropped(shared, only_a, only_b):
+    df = pairs_at_jaccard(300, shared, only_a, only_b)
+    result = dedup(df, mode="near", on="response", ngram=1)
+    assert result.dropped == 0 and result.kept.height == 600
+    assert result.rejected_pairs == result.candidate_pairs > 0
+
+
+def test_pairs_at_the_threshold_are_dropped():
+    df = pairs_at_jaccard(200, 80, 10, 10)  # exactly 0.8
+    result = dedup(df, mode="near", on="response", ngram=1)
+    assert result.dropped_near >= 0.9 * 200  # P(candidate) at 0.8 is 0.94 with 15 x 8
+    assert set(result.dupes["similarity"].round(6)) == {0.8}

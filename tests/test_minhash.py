@@ -173,3 +173,38 @@ def test_jaccard_exact_and_estimated():
     assert mh.estimate_jaccard(a, a) == 1.0
     b = mh.signatures(["completely different words here now"], num_perm=64, ngram=2, workers=1)[0]
     assert mh.estimate_jaccard(a, b) < 0.2
+
+
+@pytest.mark.parametrize("threshold", [0.3, 0.5, 0.7, 0.8, 0.85, 0.9, 0.95, 0.99])
+@pytest.mark.parametrize("num_perm", [64, 128, 256])
+def test_recall_bands_reach_099_at_threshold_plus_005(threshold, num_perm):
+    bands, rows = mh.recall_bands(threshold, num_perm)
+    assert bands * rows <= num_perm
+    target = mh.recall_target(threshold)
+    assert target == pytest.approx(min(threshold + 0.05, (threshold + 1) / 2))
+    assert mh.candidate_probability(target, bands, rows) >= 0.99
+
+
+def test_recall_bands_default_and_shortfall():
+    assert mh.recall_bands(0.8, 128) == (15, 8)
+    assert mh.optimal_bands(0.8, 128) == (9, 13)
+    assert mh.candidate_probability(0.85, 9, 13) == pytest.approx(0.686, abs=1e-3)
+    bands, rows = mh.recall_bands(0.8, 2)  # too few permutations: the best it can do
+    assert (bands, rows) == (2, 1) and mh.candidate_probability(0.85, 2, 1) < 0.99
+
+
+def test_recall_bands_check_arguments():
+    with pytest.raises(ValueError, match=r"threshold must be in \(0, 1\], got 0"):
+        mh.recall_bands(0, 128)
+    with pytest.raises(ValueError, match="num_perm must be positive, got 0"):
+        mh.recall_bands(0.8, 0)
+
+
+def test_shingle_hashes_give_exact_jaccard():
+    a, b = "one two three four five six", "one two three four five seven"
+    ha, hb = mh.shingle_hashes(a, 2), mh.shingle_hashes(b, 2)
+    assert ha.dtype == np.uint64 and np.all(np.diff(ha.astype(np.float64)) > 0)
+    assert mh.hashed_jaccard(ha, hb) == mh.jaccard(mh.shingles(a, 2), mh.shingles(b, 2)) == 4 / 6
+    empty = mh.shingle_hashes("", 2)
+    assert empty.size == 0 and mh.hashed_jaccard(empty, empty) == 1.0
+    assert mh.hashed_jaccard(ha, empty) == 0.0

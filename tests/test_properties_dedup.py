@@ -34,7 +34,7 @@ options = st.fixed_dictionaries({
     "threshold": st.sampled_from([0.5, 0.8, 1.0]),
     "ngram": st.integers(1, 5),
     "num_perm": st.sampled_from([16, 64]),
-    "verify": st.booleans(),
+    "approx": st.booleans(),
     "keep": st.sampled_from(["first", "longest"]),
 })
 

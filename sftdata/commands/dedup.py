@@ -18,7 +18,7 @@ from ._common import (
 )
 
 # Flags that only mean something to the near-duplicate stage.
-NEAR_ONLY = ("threshold", "num_perm", "ngram", "unit", "verify")
+NEAR_ONLY = ("threshold", "num_perm", "ngram", "unit", "approx", "verify")
 
 
 @click.command()
@@ -33,12 +33,15 @@ NEAR_ONLY = ("threshold", "num_perm", "ngram", "unit", "verify")
               show_default=True, help="Jaccard similarity that makes a near duplicate.")
 @click.option("--num-perm", type=click.IntRange(min=2), default=128, show_default=True,
               help="MinHash permutations (more: more accurate, slower).")
-@click.option("--ngram", type=click.IntRange(min=1), default=5, show_default=True,
+@click.option("--ngram", type=click.IntRange(min=1), default=3, show_default=True,
               help="Shingle size in --unit units.")
 @click.option("--unit", type=click.Choice(["word", "char"]), default="word", show_default=True,
               help="Shingles of words or of characters.")
-@click.option("--verify", is_flag=True,
-              help="Check candidate pairs by exact Jaccard of their shingles, not the MinHash estimate.")
+@click.option("--approx", is_flag=True,
+              help="Approximate and cheaper: datasketch's banding and the MinHash-estimated Jaccard "
+                   "instead of an exact check of every candidate (misses pairs near --threshold).")
+@click.option("--verify", is_flag=True, hidden=True,
+              help="Exact Jaccard of candidates: the default now; kept for old scripts.")
 @click.option("--keep", default="first", show_default=True, metavar="first|longest|COLUMN",
               help="Which record of a cluster stays: the first, the longest, or the highest COLUMN.")
 @file_option("--dupes", help="Write dropped records here with cluster_id, kept_id, similarity and reason.")
@@ -49,8 +52,8 @@ NEAR_ONLY = ("threshold", "num_perm", "ngram", "unit", "verify")
 @handle_errors
 def dedup(
     ctx: click.Context, input_path: str, output: str, to: str | None, mode: str, on: str,
-    punctuation: bool, threshold: float, num_perm: int, ngram: int, unit: str, verify: bool,
-    keep: str, dupes: str | None, workers: int | None, seed: int,
+    punctuation: bool, threshold: float, num_perm: int, ngram: int, unit: str, approx: bool,
+    verify: bool, keep: str, dupes: str | None, workers: int | None, seed: int,
 ) -> None:
     """Drop exact and near-duplicate records.
 
@@ -58,22 +61,24 @@ def dedup(
     Example:
       sftdata convert raw.json | sftdata dedup --threshold 0.8 --dupes dupes.jsonl > clean.jsonl
     """
-    _check_flags(ctx, mode, output, dupes)
+    _check_flags(ctx, mode, output, dupes, approx, verify)
     check_paths([("INPUT", input_path)], [("-o", output), ("--dupes", dupes)])
     from ..ops.dedup import dedup as run_dedup
 
     records = read_records(input_path)
     result = run_dedup(
         records, mode=mode, on=on, threshold=threshold, num_perm=num_perm, ngram=ngram,
-        unit=unit, punctuation=punctuation, verify=verify, keep=keep, seed=seed, workers=workers,
+        unit=unit, punctuation=punctuation, approx=approx, keep=keep, seed=seed, workers=workers,
     )
     write_table(result.kept, output, to, "-o")
     if dupes:
         write_table(result.dupes, dupes, label="--dupes")
-    _summarize(result, display_name(input_path), mode, on, threshold, num_perm, verify, dupes)
+    _summarize(result, display_name(input_path), mode, on, threshold, num_perm, approx, dupes)
 
 
-def _check_flags(ctx: click.Context, mode: str, output: str, dupes: str | None) -> None:
+def _check_flags(
+    ctx: click.Context, mode: str, output: str, dupes: str | None, approx: bool, verify: bool
+) -> None:
     if mode == "exact":
         given = [
             name for name in NEAR_ONLY
@@ -84,12 +89,17 @@ def _check_flags(ctx: click.Context, mode: str, output: str, dupes: str | None) 
             raise click.UsageError(
                 f"{flags} only apply to near-duplicate detection; drop them or use --mode near or both."
             )
+    if approx and verify:
+        raise click.UsageError(
+            "--approx and --verify contradict each other; candidates are verified exactly by "
+            "default, so drop --verify (or drop --approx)."
+        )
     if dupes == STDIO and output == STDIO:
         raise click.UsageError("--dupes needs a file path; stdout carries the kept records.")
 
 
 def _summarize(result, source: str, mode: str, on: str, threshold: float, num_perm: int,
-               verify: bool, dupes: str | None) -> None:
+               approx: bool, dupes: str | None) -> None:
     say(
         f"dedup {source}: {result.rows_in} in, {result.kept.height} kept, {result.dropped} dropped "
         f"(exact {result.dropped_exact}, near {result.dropped_near}) in {result.clusters} clusters"
@@ -97,9 +107,10 @@ def _summarize(result, source: str, mode: str, on: str, threshold: float, num_pe
     if mode != "exact":
         line = (
             f"near: {result.bands} bands x {result.rows_per_band} rows for threshold {threshold} "
-            f"({num_perm} permutations), {result.candidate_pairs} candidate pairs"
+            f"({num_perm} permutations; a pair at Jaccard {result.recall_at:g} is a candidate with "
+            f"probability {result.candidate_probability:.3f}), {result.candidate_pairs} candidate pairs"
         )
-        kind = "exact" if verify else "estimated"
+        kind = "estimated" if approx else "exact"
         line += f", {result.rejected_pairs} rejected by {kind} Jaccard below {threshold}"
         say(line)
     if result.not_compared:

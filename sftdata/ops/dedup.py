@@ -3,10 +3,15 @@
 Two stages, each optional (``mode``):
   exact  records whose chosen view is identical after normalization (NFKC, case folding,
          whitespace; punctuation optionally) are one cluster;
-  near   MinHash LSH over the survivors of the exact stage: candidate pairs share a band and
-         are kept only when their Jaccard reaches the threshold, estimated from the signatures
-         (or exact, from their shingle sets, with ``verify``), then joined into clusters by
-         union-find (so similarity is transitive inside a cluster).
+  near   MinHash LSH over the survivors of the exact stage, then union-find over the pairs that
+         reach the threshold (so similarity is transitive inside a cluster). By default the
+         banding is chosen for recall (:func:`sftdata.minhash.recall_bands`: a pair at Jaccard
+         threshold + 0.05 becomes a candidate with probability >= 0.99) and every candidate is
+         checked by its exact Jaccard (64-bit hashes of its shingles), so the threshold means
+         what it says: no pair below it is merged, and pairs above it are found.
+         ``approx=True`` is the cheap approximate mode: datasketch's banding for the threshold
+         and the Jaccard estimated from the signatures (misses pairs near the threshold and may
+         merge pairs somewhat below it).
 One record per cluster is kept by the ``keep`` policy (first, longest, or the highest value of a
 numeric column; ties go to the earliest row). Kept rows leave in input order with their columns
 unchanged, so running dedup on its own output drops nothing.
@@ -50,7 +55,9 @@ class DedupResult:
     bands: int = 0
     rows_per_band: int = 0
     candidate_pairs: int = 0
-    rejected_pairs: int = 0  # candidates below the threshold (exact Jaccard with verify, else estimated)
+    rejected_pairs: int = 0  # candidates below the threshold (exact Jaccard; estimated with approx)
+    recall_at: float = 0.0  # the Jaccard for which the banding was chosen (recall_bands)
+    candidate_probability: float = 0.0  # P(candidate) of a pair at that Jaccard under the banding
 
     @property
     def dropped(self) -> int:
@@ -64,10 +71,10 @@ def dedup(
     on: str = "conversation",
     threshold: float = 0.8,
     num_perm: int = 128,
-    ngram: int = 5,
+    ngram: int = 3,
     unit: str = "word",
     punctuation: bool = False,
-    verify: bool = False,
+    approx: bool = False,
     keep: str = "first",
     seed: int = 1,
     workers: int | None = None,
@@ -96,7 +103,7 @@ def dedup(
     if near:
         alive = np.flatnonzero((exact_rep == np.arange(n)) & ~empty)
         _near_stage(df, sigs, alive, rank, near_rep, similarity, result,
-                    on=on, threshold=threshold, verify=verify, ngram=ngram, unit=unit,
+                    on=on, threshold=threshold, approx=approx, ngram=ngram, unit=unit,
                     punctuation=punctuation)
     del sigs, keys  # the largest arrays go before the output frames are built
     return _assemble(df, exact_rep, near_rep, similarity, result)
@@ -281,19 +288,24 @@ def clusters_from_pairs(n: int, pairs: np.ndarray) -> np.ndarray:
 def _near_stage(
     df: pl.DataFrame, sigs: np.ndarray, alive: np.ndarray, rank: np.ndarray,
     near_rep: np.ndarray, similarity: np.ndarray, result: DedupResult, *, on: str, threshold: float,
-    verify: bool, ngram: int, unit: str, punctuation: bool,
+    approx: bool, ngram: int, unit: str, punctuation: bool,
 ) -> None:
     """Cluster the ``alive`` rows by MinHash LSH; fill near_rep and similarity for them."""
-    bands, rows = minhash.optimal_bands(threshold, sigs.shape[1])
+    if approx:
+        bands, rows = minhash.optimal_bands(threshold, sigs.shape[1])
+    else:
+        bands, rows = minhash.recall_bands(threshold, sigs.shape[1])
     result.bands, result.rows_per_band = bands, rows
+    result.recall_at = round(minhash.recall_target(threshold), 6)
+    result.candidate_probability = minhash.candidate_probability(result.recall_at, bands, rows)
     if alive.size < 2:
         return
     pairs = alive[minhash.candidate_pairs(sigs[alive], bands, rows)]  # global row indices
     result.candidate_pairs = len(pairs)
-    sets: dict[int, set[bytes]] = {}
-    if verify and len(pairs):
+    sets: dict[int, np.ndarray] = {}
+    if not approx and len(pairs):
         sets = _shingle_sets(df, on, np.unique(pairs), ngram, unit, punctuation)
-        exact = np.array([_jaccard(sets[i], sets[j]) for i, j in pairs.tolist()])
+        exact = np.array([minhash.hashed_jaccard(sets[i], sets[j]) for i, j in pairs.tolist()])
         result.rejected_pairs = int((exact < threshold).sum())
         pairs = pairs[exact >= threshold]
     elif len(pairs):
@@ -310,8 +322,8 @@ def _near_stage(
     best = _best_of_groups(labels, members, rank)
     near_rep[members] = best
     moved = members[best != members]
-    if verify:
-        similarity[moved] = [_jaccard(sets[i], sets[near_rep[i]]) for i in moved.tolist()]
+    if not approx:
+        similarity[moved] = [minhash.hashed_jaccard(sets[i], sets[near_rep[i]]) for i in moved.tolist()]
     else:
         similarity[moved] = (sigs[moved] == sigs[near_rep[moved]]).mean(axis=1)
 
@@ -327,17 +339,15 @@ def estimated_jaccard(sigs: np.ndarray, pairs: np.ndarray, chunk: int = 65536) -
 
 def _shingle_sets(
     df: pl.DataFrame, on: str, rows: np.ndarray, ngram: int, unit: str, punctuation: bool
-) -> dict[int, set[bytes]]:
-    texts = view_texts(df[rows], on)
-    return {
-        int(row): set(minhash.shingle_bytes(normalize(t or "", strip_punctuation=punctuation), ngram, unit))
-        for row, t in zip(rows, texts, strict=True)
-    }
-
-
-def _jaccard(a: set[bytes], b: set[bytes]) -> float:
-    union = len(a | b)
-    return len(a & b) / union if union else 1.0
+) -> dict[int, np.ndarray]:
+    """Sorted distinct 64-bit shingle hashes of the given rows, built a chunk at a time."""
+    out: dict[int, np.ndarray] = {}
+    for start in range(0, len(rows), CHUNK_ROWS):
+        part = rows[start : start + CHUNK_ROWS]
+        for row, t in zip(part.tolist(), view_texts(df[part], on), strict=True):
+            norm = normalize(t or "", strip_punctuation=punctuation)
+            out[row] = minhash.shingle_hashes(norm, ngram, unit)
+    return out
 
 
 # --------------------------------------------------------------------------- result
