@@ -148,6 +148,34 @@ def unquantized_loss(model_dir, batches, dtype, device, attn, autocast, config) 
     return loss
 
 
+class DamageProbe:
+    """The check in two halves around loading the 4-bit model: the sample and its unquantized
+    loss first (that model is freed before the 4-bit one loads), the NF4 loss after."""
+
+    def __init__(self, shard_dir, split, pad_id: int, model_dir, config: TrainConfig, dtype,
+                 device, attn, autocast):
+        self.shard_dir, self.split, self.config = shard_dir, split, config
+        self.dtype, self.device, self.autocast = dtype, device, autocast
+        self.batches = sample(shard_dir, split, config.quant_check_sequences, config.micro_batch,
+                              pad_id)
+        self.unquantized = unquantized_loss(model_dir, self.batches, dtype, device, attn,
+                                            autocast, config)
+
+    def finish(self, loss_fn, shape: dict[str, int]) -> tuple[QuantCheck, str | None]:
+        """The quantized model's loss (the fresh adapter is a no-op: lora_B = 0), the check and
+        its warning, if any."""
+        quant_loss, supervised = mean_loss(loss_fn, self.batches, self.device, self.autocast)
+        measured = isinstance(self.unquantized, float)
+        check = QuantCheck(sum(len(b.record_ids) for b in self.batches), supervised,
+                           self.unquantized if measured else None, quant_loss,
+                           str(self.dtype)[6:], self.split,
+                           "" if measured else str(self.unquantized))
+        longest = int(max(ShardReader(self.shard_dir, "train").lengths(), default=0))
+        plan_none = predict(shape, replace(self.config, quant="none"), longest,
+                            DTYPE_BYTES.get(self.dtype, 4)).total
+        return check, damage_warning(check, self.config, plan_none)
+
+
 def damage_warning(check: QuantCheck, config: TrainConfig, plan_none: float | None) -> str | None:
     rise = check.rise
     if rise is None or rise <= config.quant_damage_warn:

@@ -91,33 +91,22 @@ def run(
         _check_resumable(out, manifest, model_path, config)
     if is_main:
         say(f"sfttrain: {why}")
-    check = None
-    do_check = config.quant == "nf4" and config.quant_check and ckpt is None and is_main
-    if do_check:
-        check_split = "val" if _has_split(manifest, "val") else "train"
-        check_batches = Q.sample(shard_dir, check_split, config.quant_check_sequences,
-                                 config.micro_batch, pad_id)
-        # measured before the 4-bit model is loaded, so the two never share memory
-        unquantized = Q.unquantized_loss(model_dir, check_batches, dtype, device, attn,
-                                         _autocast(device, dtype), config)
+    probe = None
+    if config.quant == "nf4" and config.quant_check and ckpt is None and is_main:
+        # the unquantized half, before the 4-bit model is loaded: the two never share memory
+        probe = Q.DamageProbe(shard_dir, "val" if _has_split(manifest, "val") else "train",
+                              pad_id, model_dir, config, dtype, device, attn,
+                              _autocast(device, dtype))
     base = M.load_base(model_dir, config.quant, dtype, device, attn)
     model = M.prepare_for_training(base, config)
     if is_main and (message := M.eos_mismatch(manifest, model, tokenizer)):
         warn(message)
     loss_fn: torch.nn.Module = M.PackedLoss(model, attn, config.loss_chunk)
-    if do_check:
-        # the fresh adapter is a no-op (lora_B = 0): this is the quantized base's loss
-        quant_loss, supervised = Q.mean_loss(loss_fn, check_batches, device,
-                                             _autocast(device, dtype))
-        measured = isinstance(unquantized, float)
-        check = Q.QuantCheck(sum(len(b.record_ids) for b in check_batches), supervised,
-                             unquantized if measured else None, quant_loss, str(dtype)[6:],
-                             check_split, "" if measured else unquantized)
+    check = None
+    if probe is not None:
+        check, message = probe.finish(loss_fn, shape)
         say(check.line())
-        plan_none = Q.predict(shape, replace(config, quant="none"),
-                              int(max(ShardReader(shard_dir, "train").lengths(), default=0)),
-                              Q.DTYPE_BYTES.get(dtype, 4)).total
-        if message := Q.damage_warning(check, config, plan_none):
+        if message:
             warn(message)
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
