@@ -32,3 +32,19 @@ def chat(*turns: str, **fields) -> dict:
     roles = ["user", "assistant"]
     messages = [{"role": roles[i % 2], "content": t} for i, t in enumerate(turns)]
     return {"messages": messages, **fields}
+
+
+# 13 words shared by every record: "template + first words of the story" is not leak evidence
+AG_TEMPLATE = "Classify the topic of this news headline as World, Sports, Business or Sci/Tech.\n\n"
+
+
+def made_up_stories(count: int, seed: int, words: tuple[int, int]) -> list[str]:
+    """Different made-up news texts of `words` (low, high) words after an opener; many open
+    with the same word, as AG News titles do ("Delta ...")."""
+    import random
+
+    rng = random.Random(seed)
+    openers = [f"opener{i}" for i in range(80)]  # a few records each
+    vocab = [f"w{i}" for i in range(3000)]
+    return [" ".join([rng.choice(openers), *rng.sample(vocab, rng.randint(*words))])
+            for _ in range(count)]

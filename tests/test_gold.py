@@ -7,7 +7,7 @@ import json
 
 import polars as pl
 import pytest
-from conftest import chat
+from conftest import AG_TEMPLATE, chat, made_up_stories
 
 from sftdata.errors import DataError, UsageProblem
 from sftdata.ops.gold import (
@@ -254,18 +254,8 @@ def test_gsm8k_templated_near_duplicate_is_caught(realdata):
 
 # --------------------------------------------------------------------------- verify: templates
 
-AG_TEMPLATE = "Classify the topic of this news headline as World, Sports, Business or Sci/Tech.\n\n"
-
-
 def ag_headlines(count: int, seed: int) -> list[str]:
-    """Different made-up headlines; many open with the same word, as AG News titles do."""
-    import random
-
-    rng = random.Random(seed)
-    openers = [f"opener{i}" for i in range(80)]  # a few records each, as "Delta"
-    vocab = [f"w{i}" for i in range(3000)]
-    return [" ".join([rng.choice(openers), *rng.sample(vocab, rng.randint(4, 12))])
-            for _ in range(count)]
+    return made_up_stories(count, seed, words=(4, 12))
 
 
 def ag_set(titles: list[str], prefix: str) -> pl.DataFrame:

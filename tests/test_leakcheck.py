@@ -6,7 +6,7 @@ import json
 
 import polars as pl
 import pytest
-from conftest import chat
+from conftest import AG_TEMPLATE, chat, made_up_stories
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -333,19 +333,8 @@ def test_drop_until_clean_catches_what_dropping_makes_rare_again():
 
 # --------------------------------------------------------------------------- boilerplate templates
 
-# 13 words, shared by every record: "template + first words of the story" is not evidence
-AG_TEMPLATE = "Classify the topic of this news headline as World, Sports, Business or Sci/Tech.\n\n"
-
-
 def ag_stories(count: int, seed: int) -> list[str]:
-    """Different made-up news stories; many open with the same word (as headlines do)."""
-    import random
-
-    rng = random.Random(seed)
-    openers = [f"opener{i}" for i in range(80)]  # a few records each, as "Delta"
-    vocab = [f"w{i}" for i in range(3000)]
-    return [" ".join([rng.choice(openers), *rng.sample(vocab, rng.randint(6, 30))])
-            for _ in range(count)]
+    return made_up_stories(count, seed, words=(6, 30))
 
 
 def ag_records(stories: list[str], prefix: str) -> pl.DataFrame:
