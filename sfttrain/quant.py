@@ -154,14 +154,15 @@ class DamageProbe:
 
     def __init__(self, shard_dir, split, pad_id: int, model_dir, config: TrainConfig, dtype,
                  device, attn, autocast):
-        self.shard_dir, self.split, self.config = shard_dir, split, config
+        self.split, self.config = split, config
         self.dtype, self.device, self.autocast = dtype, device, autocast
         self.batches = sample(shard_dir, split, config.quant_check_sequences, config.micro_batch,
                               pad_id)
         self.unquantized = unquantized_loss(model_dir, self.batches, dtype, device, attn,
                                             autocast, config)
 
-    def finish(self, loss_fn, shape: dict[str, int]) -> tuple[QuantCheck, str | None]:
+    def finish(self, loss_fn, shape: dict[str, int], longest: int
+               ) -> tuple[QuantCheck, str | None]:
         """The quantized model's loss (the fresh adapter is a no-op: lora_B = 0), the check and
         its warning, if any."""
         quant_loss, supervised = mean_loss(loss_fn, self.batches, self.device, self.autocast)
@@ -170,7 +171,6 @@ class DamageProbe:
                            self.unquantized if measured else None, quant_loss,
                            str(self.dtype)[6:], self.split,
                            "" if measured else str(self.unquantized))
-        longest = int(max(ShardReader(self.shard_dir, "train").lengths(), default=0))
         plan_none = predict(shape, replace(self.config, quant="none"), longest,
                             DTYPE_BYTES.get(self.dtype, 4)).total
         return check, damage_warning(check, self.config, plan_none)

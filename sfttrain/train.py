@@ -86,7 +86,9 @@ def run(
     if is_main and not resume:  # starting over: old checkpoints must not be resumed later
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
     ckpt = _latest_checkpoint(out) if resume else None
-    config, why = _resolve_quant(config, out, ckpt, shard_dir, shape, device, dtype)
+    # the longest packed train sequence: what plan-based decisions size activations by
+    longest = int(max(ShardReader(shard_dir, "train").lengths(), default=0))
+    config, why = _resolve_quant(config, out, ckpt, longest, shape, device, dtype)
     if ckpt is not None:
         _check_resumable(out, manifest, model_path, config)
     if is_main:
@@ -104,7 +106,7 @@ def run(
     loss_fn: torch.nn.Module = M.PackedLoss(model, attn, config.loss_chunk)
     check = None
     if probe is not None:
-        check, message = probe.finish(loss_fn, shape)
+        check, message = probe.finish(loss_fn, shape, longest)
         say(check.line())
         if message:
             warn(message)
@@ -600,13 +602,12 @@ def _check_resumable(out: Path, manifest: dict, model_path, config: TrainConfig)
               "repeat the first run's settings")
 
 
-def _resolve_quant(config, out, ckpt, shard_dir, shape, device, dtype):
+def _resolve_quant(config, out, ckpt, longest, shape, device, dtype):
     """quant=auto decided once per run: a resumed run keeps the quantization it started with."""
     if config.quant == "auto" and ckpt is not None and (out / "run.json").is_file():
         started = json.loads((out / "run.json").read_text())["config"].get("quant")
         if started in ("nf4", "none"):
             return replace(config, quant=started), f"quant={started}, as the run being resumed"
-    longest = int(max(ShardReader(shard_dir, "train").lengths(), default=0))
     quant, why = Q.resolve_quant(config, shape, longest, device, dtype)
     world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
     if config.quant == "auto" and world > 1:  # every rank must train the same model
