@@ -27,6 +27,15 @@ def realdata() -> Path:
     return REALDATA
 
 
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory) -> Path:
+    """The tiny random Llama of the sfttrain tests (fixtures/models/tiny-llama), built once per
+    test process; tests read it and never write into it."""
+    from sfttrain_helpers import make_tiny_model  # imports torch: only for tests that ask
+
+    return make_tiny_model(tmp_path_factory.mktemp("tiny"))
+
+
 def chat(*turns: str, **fields) -> dict:
     """A record from alternating user/assistant texts: chat("hi", "hello")."""
     roles = ["user", "assistant"]

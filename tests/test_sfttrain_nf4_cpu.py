@@ -11,17 +11,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from sfttrain_helpers import make_tiny_model, task_records, write_shards
+from sfttrain_helpers import task_records, write_shards
 
 from sftdata.shards import ShardReader
 from sfttrain import model as M
 from sfttrain.config import build_config
 from sfttrain.data import collate
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return make_tiny_model(tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.fixture(scope="module")

@@ -11,18 +11,13 @@ import sys
 
 import pytest
 import torch
-from sfttrain_helpers import ROOT, make_tiny_model, task_records, train, write_shards
+from sfttrain_helpers import ROOT, task_records, train, write_shards
 
 from sfttrain.config import build_config
 from sfttrain.train import _make_scheduler, read_metrics
 
 PROGRESS = re.compile(r"^sfttrain: step (\d+)/(\d+) loss \d+\.\d{4} lr \S+ [\d,]+ tokens/s "
                       r"ETA \d+:\d\d$")
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return make_tiny_model(tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.fixture(scope="module")

@@ -5,17 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from sfttrain_helpers import make_tiny_model, task_records, train, write_shards
+from sfttrain_helpers import task_records, train, write_shards
 
 from sfttrain.config import build_config
 from sfttrain.merge import read_run
 from sfttrain.quant import QuantCheck, damage_warning
 from sfttrain.train import read_metrics
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return make_tiny_model(tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.fixture(scope="module")

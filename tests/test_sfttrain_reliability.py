@@ -8,16 +8,11 @@ import shutil
 
 import pytest
 from click.testing import CliRunner
-from sfttrain_helpers import make_tiny_model, task_records, train, write_shards
+from sfttrain_helpers import task_records, train, write_shards
 
 from sftdata.errors import DataError, UsageProblem
 from sfttrain.cli import cli
 from sfttrain.config import ConfigError
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return make_tiny_model(tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.fixture(scope="module")

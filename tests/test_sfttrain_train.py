@@ -8,16 +8,11 @@ import math
 
 import pytest
 import torch
-from sfttrain_helpers import make_tiny_model, task_records, train, write_shards
+from sfttrain_helpers import task_records, train, write_shards
 
 from sftdata.errors import DataError
 from sfttrain.data import collate
 from sfttrain.train import read_metrics
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return make_tiny_model(tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.fixture(scope="module")
