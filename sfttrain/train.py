@@ -85,6 +85,8 @@ def run(
     shape = _model_shape(model_dir)
     if is_main and not resume:  # starting over: old checkpoints must not be resumed later
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
+    if is_main:
+        _sweep_partial_saves(out)
     ckpt = _latest_checkpoint(out) if resume else None
     # the longest packed train sequence: what plan-based decisions size activations by
     longest = int(max(ShardReader(shard_dir, "train").lengths(), default=0))
@@ -374,6 +376,14 @@ def _save_checkpoint(out, model, optimizer, scheduler, state, config, is_main, w
             shutil.rmtree(path, ignore_errors=True)
     if world > 1:
         torch.distributed.barrier()
+
+
+def _sweep_partial_saves(out: Path) -> None:
+    """A run killed while saving leaves `step-N.tmp/` or `best/trainable.tmp`; they were never
+    complete, so they go before anything else reads the directory."""
+    for partial in (out / "checkpoints").glob("step-*.tmp"):
+        shutil.rmtree(partial, ignore_errors=True)
+    (out / "checkpoints" / "best" / "trainable.tmp").unlink(missing_ok=True)
 
 
 def _latest_checkpoint(out: Path) -> Path | None:

@@ -108,3 +108,16 @@ def test_l28_plan_refuses_shards_of_another_tokenizer_like_run(tiny, tmp_path):
     assert result.exit_code == 1
     assert "tokenized with another tokenizer than the model's" in result.output
     assert "shards vocab_hash " + "0" * 64 in result.output
+
+
+def test_partial_saves_of_a_killed_run_are_swept(tiny, shards, tmp_path):
+    out = tmp_path / "r"
+    train(shards, tiny, out, "max_steps=2", "save_every=1", "stop_at_step=1")
+    partial = out / "checkpoints" / "step-0000002.tmp"
+    partial.mkdir()
+    (partial / "trainable.pt").write_bytes(b"half")
+    (out / "checkpoints" / "best").mkdir(exist_ok=True)
+    (out / "checkpoints" / "best" / "trainable.tmp").write_bytes(b"half")
+    result = train(shards, tiny, out, "max_steps=2", "save_every=1", resume=True)
+    assert result.steps == 2
+    assert not list(out.rglob("*.tmp"))
