@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 LOCK := requirements.lock
 # The CPU build of torch, found locally; left unpinned, pip would pull GBs of CUDA wheels.
 TORCH := torch==2.13.0
-EXTRAS := train,dev,bench
+EXTRAS := train,dev,bench,ray
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) | sha1sum | cut -c1-12)
 
 .PHONY: venv demo test lint bench lock test-latest clean
@@ -60,7 +60,7 @@ lock:
 	.venv-lock/bin/python -m pip freeze --all --exclude-editable | sed 's/+[^+]*$$//' > .venv-lock/freeze
 	# CPU only: a CUDA build of torch would drag these in
 	! grep -iE '^(nvidia|cuda|triton)' .venv-lock/freeze
-	{ echo '# Every package of the venv, pinned: core dependencies + the train, dev and bench extras.'; \
+	{ echo '# Every package of the venv, pinned: core dependencies + the train, dev, bench and ray extras.'; \
 	  echo '# Written by `make lock` (fresh venv, $(TORCH) + the newest versions pyproject.toml allows,'; \
 	  echo '# then pip freeze --all without the project). Do not edit by hand: run `make lock`.'; \
 	  echo '# `make venv` installs exactly this, with plain pip: pip install --no-deps -r $(LOCK)'; \
