@@ -75,6 +75,7 @@ class TrainConfig:
     peak_tflops: float = 0.0  # device peak for MFU; 0 = look it up (GPUs) or report n/a
     loss_chunk: int = 1024  # supervised tokens per logits chunk (bounds logits memory)
     data_log: bool = False  # write data-rank<R>.jsonl: record ids each rank trained on, per step
+    report_to: str = "none"  # none, or a comma list of tensorboard, wandb, mlflow (sfttrain/loggers.py)
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
@@ -271,6 +272,7 @@ def _check(config: TrainConfig, given: dict[str, Any]) -> list[str]:
     if not [t for t in config.lora_targets.split(",") if t.strip()]:
         problems.append("lora_targets: empty; give all-linear or module names such as "
                         "q_proj,v_proj")
+    problems.extend(_report_to_problems(config.report_to))
     if config.mem_budget:
         from .plan import parse_size
 
@@ -282,6 +284,19 @@ def _check(config: TrainConfig, given: dict[str, Any]) -> list[str]:
         problems.append("full: full fine-tuning needs quant=none (a 4-bit base cannot be trained)")
     if config.full and (config.dora or config.rslora):
         problems.append("full: DoRA and rsLoRA are adapter options; drop them or full=true")
+    return problems
+
+
+def _report_to_problems(value: str) -> list[str]:
+    """Unknown names, and trackers whose package is missing (said before any model loads)."""
+    from .loggers import TRACKERS, missing_packages, parse_report_to
+
+    names, unknown = parse_report_to(value)
+    problems = [f"report_to: {name!r} is not one of none, {', '.join(TRACKERS)}"
+                for name in unknown]
+    problems += [f"report_to: {name} needs the {package!r} package, which is not installed; "
+                 f"pip install {package} (or drop {name} from report_to)"
+                 for name, package in missing_packages(names)]
     return problems
 
 

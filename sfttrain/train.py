@@ -30,6 +30,7 @@ import torch
 from sftdata.errors import DataError, UsageProblem
 from sftdata.shards import ShardReader, read_manifest, verify_checksums
 
+from . import loggers as L
 from . import model as M
 from . import quant as Q
 from .config import TrainConfig, to_dict
@@ -158,6 +159,7 @@ def run(
     if is_main:
         _write_run_info(out, shard_dir, model_path, model_dir, manifest, config)
         _trim_metrics(out / "metrics.jsonl", state["step"])
+        L.start(out, config, state["step"])  # report_to: copies of each metrics row
 
     # ------------------------------------------------------------------ train
     result = RunResult(out_dir=out, steps=state["step"])
@@ -278,6 +280,7 @@ def run(
     if is_main:
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         say(_summary_line(summary))
+        L.finish(out)
     if world > 1:
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
@@ -446,6 +449,9 @@ def _write_run_info(out, shard_dir, model_path, model_dir, manifest, config) -> 
         "tokenizer": manifest.get("tokenizer"),
         "eos_id": manifest.get("eos_id"),
         "pad_id": manifest.get("pad_id"),
+        # split sizes: `sfttrain report` judges the eval set's noise by them
+        "splits": {name: {k: s.get(k) for k in ("sequences", "supervised_tokens")}
+                   for name, s in manifest["splits"].items()},
     }
     (out / "run.json").write_text(json.dumps(info, indent=2) + "\n")
 
@@ -456,6 +462,7 @@ def _write_run_info(out, shard_dir, model_path, model_dir, manifest, config) -> 
 def _append_metric(out: Path, row: dict) -> None:
     with open(out / "metrics.jsonl", "a") as fh:
         fh.write(json.dumps(row) + "\n")
+    L.log(out, row)
 
 
 def _trim_metrics(path: Path, step: int) -> None:
@@ -573,7 +580,7 @@ RUN_CONTROL_KEYS = {
     "eval_every", "eval_batches", "eval_baseline", "save_every", "keep_checkpoints",
     "early_stopping_patience", "early_stopping_min_delta", "keep_best", "stop_at_step",
     "log_every", "progress_seconds", "peak_tflops", "data_log", "quant_check",
-    "quant_check_sequences", "quant_damage_warn", "mem_budget", "loss_chunk",
+    "quant_check_sequences", "quant_damage_warn", "mem_budget", "loss_chunk", "report_to",
 }
 
 
