@@ -116,6 +116,10 @@ def open_source(path: str | os.PathLike | None, fmt: str | None = None) -> Sourc
         if sys.stdin is None:
             return Source(name, fmt or "jsonl", None, b"")
         return _stream_source(name, _stdin_bytes(), fmt, None)
+    from .formats.text import corpus_source  # a directory or glob of .txt/.md: a raw corpus
+
+    if (corpus := corpus_source(path)) is not None:
+        return corpus
     p = Path(path)
     if not p.exists():
         raise UsageProblem(f"{name}: no such file")
@@ -477,6 +481,9 @@ def read_table(source: Source, schema_overrides: dict[str, pl.DataType] | None =
         if not frames:
             return pl.DataFrame()
         return pl.concat(frames, how="diagonal_relaxed")
+    if fmt == "text-corpus":
+        raise UsageProblem(f"{source.name}: a raw text corpus (.txt/.md files), not records; "
+                           "turn it into records with `sftdata convert` first")
     raise UsageProblem(f"{source.name}: cannot read format {fmt!r} as a table")
 
 
@@ -580,7 +587,9 @@ def iter_input_batches(
 ) -> Iterator[InputBatch]:
     """Any input as bounded batches of rows; JSONL and tables also come as frames."""
     fmt = source.fmt
-    if fmt == "jsonl":
+    if fmt == "text-corpus":  # sftdata.formats.text: one row per document file
+        yield from source.batches()
+    elif fmt == "jsonl":
         yield from _jsonl_batches(source, batch_bytes)
     elif fmt == "json":
         items = read_json_array(source)

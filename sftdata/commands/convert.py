@@ -78,6 +78,9 @@ def convert(input_path, output, to, rejects, from_, mapping, roles, template, ta
             _write(conv.feed(batch), out, rejected)
         _write(conv.finish(), out, rejected)
     say(f"convert: {name}: {conv.summary()}")
+    if skipped := getattr(getattr(source, "corpus", None), "skipped", None):  # a text corpus
+        warn(f"{len(skipped)} file(s) in {name} are not .txt/.md documents and were not read "
+             f"(e.g. {skipped[0]})")
     if rejects and conv.rows_rejected:
         say(f"convert: {conv.rows_rejected} rejected rows written to {rejects}")
     if template is not None and conv.fmt not in ("classification", "conll"):
