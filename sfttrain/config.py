@@ -47,7 +47,10 @@ class TrainConfig:
     grad_checkpointing: bool = True
     # optimisation
     optimizer: str = "adamw"  # adamw | adamw_8bit | paged_adamw_8bit
-    lr: float = 2e-4
+    lr: float = 2e-4  # or "auto": a learning-rate range test first (sfttrain/lr_find.py)
+    lr_find_steps: int = 100  # range test: optimizer steps (fewer when one epoch is shorter)
+    lr_find_min: float = 1e-6  # range test: the first step's lr ...
+    lr_find_max: float = 1.0  # ... growing exponentially to this (it stops early on divergence)
     weight_decay: float = 0.0
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
@@ -93,6 +96,9 @@ RANGES = {
     "lora_alpha": (1, None, True),
     "lora_dropout": (0.0, 1.0, True),
     "lr": (0.0, 1.0, False),
+    "lr_find_steps": (5, None, True),
+    "lr_find_min": (0.0, None, False),
+    "lr_find_max": (0.0, None, False),
     "weight_decay": (0.0, None, True),
     "adam_beta1": (0.0, 1.0, True),
     "adam_beta2": (0.0, 1.0, True),
@@ -228,6 +234,8 @@ def from_dict(raw: dict[str, Any]) -> tuple[TrainConfig, list[str]]:
 
 def _convert(key: str, value: Any, kind: str) -> tuple[Any, str | None]:
     text = str(value).strip()
+    if key == "lr" and text.lower() == "auto":  # resolved by a range test when the run starts
+        return "auto", None
     try:
         if kind == "bool":
             if isinstance(value, bool):
@@ -247,7 +255,8 @@ def _convert(key: str, value: Any, kind: str) -> tuple[Any, str | None]:
             return float(text), None
         return text, None
     except ValueError:
-        return None, f"{key}: expected {_KIND_WORDS[kind]}, got {value!r}"
+        words = "a number or auto" if key == "lr" else _KIND_WORDS[kind]
+        return None, f"{key}: expected {words}, got {value!r}"
 
 
 _KIND_WORDS = {"bool": "true or false", "int": "an integer", "float": "a number", "str": "text"}
@@ -263,6 +272,8 @@ def _check(config: TrainConfig, given: dict[str, Any]) -> list[str]:
         if key not in given:
             continue
         value = getattr(config, key)
+        if key == "lr" and value == "auto":
+            continue
         too_low = value < low if inclusive else value <= low
         if too_low or (high is not None and value > high):
             bound = f">= {low}" if inclusive else f"> {low}"
@@ -280,6 +291,9 @@ def _check(config: TrainConfig, given: dict[str, Any]) -> list[str]:
             parse_size(config.mem_budget)
         except SftError:
             problems.append(f"mem_budget: {config.mem_budget!r} is not a size such as 24GiB")
+    if config.lr_find_min >= config.lr_find_max:
+        problems.append(f"lr_find_min: {config.lr_find_min} must be below lr_find_max "
+                        f"({config.lr_find_max})")
     if config.full and config.quant == "nf4":
         problems.append("full: full fine-tuning needs quant=none (a 4-bit base cannot be trained)")
     if config.full and (config.dora or config.rslora):
