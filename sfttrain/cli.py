@@ -181,6 +181,40 @@ def generate(model_path, records, output, template_from, max_new_tokens, tempera
     say(f"sfttrain generate: {count} prediction(s)")
 
 
+@cli.command()
+@click.argument("run_dir", metavar="RUN", type=click.Path(exists=True, file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--plot", "plot_path", metavar="FILE", default=None,
+              help="Where to write the PNG (loss, lr, grad norm, the findings' steps marked); "
+              "default RUN/report.png.")
+@handle_errors
+def report(run_dir, as_json, plot_path):
+    """Read a run's curves: healthy, over/underfitting, lr too high/low, noisy; what to change.
+
+    \b
+    Example:
+      sfttrain run shards/ --model smol.gguf -o runs/a && sfttrain report runs/a --json | jq .verdict
+    """
+    import json
+    import os
+
+    from sftdata.commands._common import check_paths
+    from sftdata.outputs import atomic_path
+
+    from .report import report_run
+    from .report_plot import plot_report
+
+    plot_path = plot_path or os.path.join(run_dir, "report.png")
+    if not plot_path.lower().endswith(".png"):
+        raise click.UsageError("--plot writes a PNG; give a file name ending in .png.")
+    check_paths([("RUN", os.path.join(run_dir, "metrics.jsonl"))], [("--plot", plot_path)])
+    result = report_run(run_dir)
+    with atomic_path(plot_path, "--plot") as tmp:
+        plot_report(result, tmp)
+    click.echo(json.dumps(result.as_dict(), indent=2) if as_json else result.render())
+    say(f"sfttrain report: wrote {plot_path}")
+
+
 def _quiet_transformers() -> None:
     from transformers.utils import logging
 

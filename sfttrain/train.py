@@ -281,6 +281,10 @@ def run(
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         say(_summary_line(summary))
         L.finish(out)
+        if result.steps:  # what the curves say, in one line (`sfttrain report` for the rest)
+            from .report import verdict_line
+
+            say(verdict_line(out))
     if world > 1:
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
