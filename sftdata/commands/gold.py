@@ -243,45 +243,99 @@ def _verify_report(gold_path, lock_file, result, trains) -> dict[str, Any]:
 
 @gold.command()
 @click.argument("gold_path", metavar="GOLD")
-@click.argument("predictions_path", metavar="PREDICTIONS")
+@click.argument("predictions_paths", metavar="PREDICTIONS...", nargs=-1, required=True)
 @click.option("--task", type=click.Choice(TASK_CHOICES), default=None,
               help="Score every record as this task (default: each record's `task`).")
-@click.option("--scorer", default=None, metavar="MODULE:FUNCTION",
-              help="Extra per-example scorer f(prediction, reference, record) -> float.")
+@click.option("--scorer", default=None, metavar="auto|task|choice|number|MODULE:FUNCTION",
+              help="Answer scorer: auto (default: from each record's metadata or shape), task "
+                   "(the task's metrics), choice (option letter, MMLU), number (final number, "
+                   "GSM8K); or an extra per-example scorer f(prediction, reference, record).")
 @click.option("--min", "gates", multiple=True, metavar="METRIC=VALUE",
-              help="Fail (exit 1) when METRIC is below VALUE, e.g. --min accuracy=0.8 (repeatable).")
+              help="Fail (exit 1) when METRIC is below VALUE, e.g. --min accuracy=0.8 (repeatable; "
+                   "with several models: every model but the base).")
+@click.option("--max-drop", "drops", multiple=True, metavar="METRIC=DROP",
+              help="With several models: fail (exit 1) when a model lost more than DROP against "
+                   "the base beyond noise (the low end of the drop's interval is above DROP), "
+                   "e.g. --max-drop accuracy=0.02 (repeatable).")
+@click.option("--bootstrap", "resamples", type=int, default=None, metavar="N",
+              help="Bootstrap resamples (and permutations) for intervals and paired tests "
+                   "[default: 1000 with several models; one model: intervals only when given].")
+@click.option("--confidence", type=float, default=0.95, show_default=True,
+              help="Confidence level of the intervals.")
+@click.option("--names", default=None, metavar="BASE,A,B,...",
+              help="Model names, one per predictions file (default: the file stems).")
 @click.option("--show-worst", "show_worst", type=int, default=5, show_default=True,
-              help="List the K lowest-scoring examples.")
+              help="List the K lowest-scoring examples (one model only).")
 @click.option("--allow-missing", is_flag=True,
               help="Score even when predictions are missing (as empty answers) or unknown (ignored).")
+@click.option("--json", "as_json", is_flag=True, help="The report as JSON on stdout.")
 @report_option(help="Write metrics, baselines, worst examples and gates here as JSON.")
+@seed_option
 @handle_errors
-def score(gold_path, predictions_path, task, scorer, gates, show_worst, allow_missing, report_path):
-    """Score predictions against a gold set with task-matched metrics and baselines.
+def score(gold_path, predictions_paths, task, scorer, gates, drops, resamples, confidence, names,
+          show_worst, allow_missing, as_json, report_path, seed):
+    """Score predictions against a gold set; several models: intervals and paired tests vs the first.
 
     \b
     Example:
       sfttrain generate runs/a --records gold.parquet > preds.jsonl
       sftdata gold score gold.parquet preds.jsonl --min accuracy=0.8 --show-worst 10
+      sftdata gold score mmlu.parquet base.jsonl tuned.jsonl replay.jsonl --max-drop accuracy=0.02
     """
-    from ..ops.gold import score as score_gold
+    from ..ops.gold import ANSWER_SCORERS
 
     thresholds: dict[str, float] = {}
     for gate in gates:
         thresholds.update(parse_key_values(gate, "--min", cast=float))
+    max_drop: dict[str, float] = {}
+    for gate in drops:
+        max_drop.update(parse_key_values(gate, "--max-drop", cast=float))
+    if any(v < 0 for v in max_drop.values()):
+        raise click.UsageError("--max-drop values are allowed drops: 0 or more, e.g. accuracy=0.02")
     if show_worst < 0:
         raise click.UsageError("--show-worst must be 0 or more")
-    if gold_path == STDIO and predictions_path == STDIO:
-        raise click.UsageError("GOLD and PREDICTIONS cannot both read stdin; give one as a file")
-    check_paths([("GOLD", gold_path), ("PREDICTIONS", predictions_path)],
-                [("--report", report_path)])
-    scorer_fn = _guarded(_load_scorer(scorer), scorer) if scorer else None
+    if resamples is not None and resamples < 1:
+        raise click.UsageError(f"--bootstrap must be at least 1, got {resamples}")
+    if not 0 < confidence < 1:
+        raise click.UsageError(f"--confidence must be between 0 and 1, got {confidence:g}")
+    paths = list(predictions_paths)
+    if sum(p == STDIO for p in [gold_path, *paths]) > 1:
+        raise click.UsageError(
+            "GOLD and PREDICTIONS cannot both read stdin; give one as a file" if len(paths) == 1
+            else "only one of GOLD and the PREDICTIONS files can read stdin; give the others as "
+                 "files")
+    if max_drop and len(paths) < 2:
+        raise click.UsageError("--max-drop compares models with the base: give the base's "
+                               "predictions first, then the others")
+    answer, scorer_fn = "auto", None
+    if scorer in ANSWER_SCORERS:
+        answer = scorer
+    elif scorer:
+        scorer_fn = _guarded(_load_scorer(scorer), scorer)
+    if as_json and report_path == STDIO:
+        raise click.UsageError("--json writes the report to stdout already; give --report a file")
+    check_paths([("GOLD", gold_path), ("PREDICTIONS", paths)], [("--report", report_path)])
+    name_list = [n.strip() for n in names.split(",")] if names else None
+    if len(paths) == 1 and resamples is None:
+        if name_list is not None and len(name_list) != 1:
+            raise click.UsageError(f"--names gives {len(name_list)} names for 1 predictions file")
+        _score_one(gold_path, paths[0], task, answer, scorer_fn, thresholds, show_worst,
+                   allow_missing, as_json, report_path)
+        return
+    _score_many(gold_path, paths, name_list, task, answer, scorer_fn, thresholds, max_drop,
+                resamples or 1000, confidence, seed, allow_missing, as_json, report_path)
+
+
+def _score_one(gold_path, predictions_path, task, answer, scorer_fn, thresholds, show_worst,
+               allow_missing, as_json, report_path):
+    """One model, no intervals: the table, worst examples and --min gates (the original form)."""
+    from ..ops.gold import score as score_gold
 
     gold_df = read_records(gold_path)
     predictions = read_table(open_source(predictions_path))
     result = score_gold(gold_df, predictions, task=task, scorer=scorer_fn,
                         allow_missing=allow_missing, gold_name=_display(gold_path),
-                        predictions_name=_display(predictions_path))
+                        predictions_name=_display(predictions_path), answer=answer)
     unknown = [name for name in thresholds if result.metric(name) is None]
     if unknown:
         raise click.UsageError(
@@ -300,11 +354,113 @@ def score(gold_path, predictions_path, task, scorer, gates, show_worst, allow_mi
         passed = name not in failed
         gate_rows.append({"metric": name, "min": threshold, "value": value, "passed": passed})
         say(f"gate {name} >= {threshold:g}: {value:.4f} {'ok' if passed else 'FAILED'}")
+    report = dict(result.report, worst=worst.to_dicts(), gates=gate_rows)
     if report_path:
-        report = dict(result.report, worst=worst.to_dicts(), gates=gate_rows)
         write_json(report, report_path, "--report")
+    if as_json:
+        write_json(report, STDIO, "--json")
     if failure:
         raise failure
+
+
+def _score_many(gold_path, paths, name_list, task, answer, scorer_fn, thresholds, max_drop,
+                resamples, confidence, seed, allow_missing, as_json, report_path):
+    """Several models (or one with --bootstrap): intervals, paired differences, gates."""
+    from ..ops.gold_score import compare, model_names
+
+    names = model_names(paths, name_list)
+    gold_df = read_records(gold_path)
+    frames = [(n, _display(p), read_table(open_source(p))) for n, p in zip(names, paths, strict=True)]
+    comparison = compare(
+        gold_df, frames, resamples=resamples, confidence=confidence, seed=seed, task=task,
+        scorer=scorer_fn, answer=answer, allow_missing=allow_missing,
+        gold_name=_display(gold_path), max_drop=max_drop, minimum=thresholds,
+    )
+    failed = comparison.failed
+    failure = verdict(CheckFailed(
+        "gold score gate(s) failed: " + ", ".join(f"{g['model']} {g['metric']}" for g in failed)
+    ) if failed else None)
+    for model in comparison.report["models"]:
+        if model["missing"]:
+            warn(f"{model['name']}: {len(model['missing'])} gold record(s) had no prediction "
+                 "(scored as empty answers)")
+        if model["unknown"]:
+            warn(f"{model['name']}: {len(model['unknown'])} prediction(s) for ids not in the gold "
+                 "set were ignored")
+    for line in format_comparison(comparison.report):
+        say(line)
+    if report_path:
+        write_json(comparison.report, report_path, "--report")
+    if as_json:
+        write_json(comparison.report, STDIO, "--json")
+    if failure:
+        raise failure
+
+
+def _signed(value) -> str:
+    return "n/a" if value is None else f"{value:+.4f}"
+
+
+def _ci(pair) -> str:
+    return "n/a" if not pair else f"[{pair[0]:.4f}, {pair[1]:.4f}]"
+
+
+def _ci_signed(pair) -> str:
+    return "n/a" if not pair else f"[{pair[0]:+.4f}, {pair[1]:+.4f}]"
+
+
+def _p(value) -> str:
+    if value is None:
+        return ""
+    return f"{value:.4f}" if value >= 1e-4 else f"{value:.1e}"
+
+
+def format_comparison(report: dict) -> list[str]:
+    """The comparison as text tables, one per group: each model's value and interval, its
+    difference with the base, that difference's interval, the paired test's p-value."""
+    level = f"{report['confidence'] * 100:g}%"
+    lines = [f"scored {len(report['models'])} model(s) on {report['records']} gold records of "
+             f"{report['gold']} (base: {report['base']}; {level} intervals, "
+             f"{report['bootstrap']} bootstrap resamples, seed {report['seed']})"]
+    names = [m["name"] for m in report["models"]]
+    name_w = max(len(n) for n in ["model", *names])
+    for key, group in report["groups"].items():
+        how = f", scorer {group['scorer']}" if group.get("scorer") else ""
+        lines.append(f"{key} ({group['records']} records{how}):")
+        metric_w = max(len(m) for m in ["metric", *group["metrics"]])
+        lines.append(f"  {'metric':<{metric_w}}  {'model':<{name_w}}  {'value':>8}  "
+                     f"{level + ' CI':<18}  {'vs base':>8}  {level + ' CI':<20}  {'p':>7}  test")
+        for metric, entry in group["metrics"].items():
+            for i, row in enumerate(entry["models"]):
+                label = metric if i == 0 else ""
+                line = (f"  {label:<{metric_w}}  {row['name']:<{name_w}}  {_fmt(row['value']):>8}  "
+                        f"{_ci(row.get('ci')) if 'ci' in row else '':<18}")
+                if i > 0 and "diff" in row:
+                    line += (f"  {_signed(row['diff']):>8}  {_ci_signed(row.get('diff_ci')):<20}  "
+                             f"{_p(row.get('p_value')):>7}  {entry['test']}")
+                lines.append(line.rstrip())
+        base = group["baselines"]
+        if base:
+            shown = [m for m in group["metrics"] if any(m in b for b in base.values())][:2]
+            lines.append("  baselines: " + "; ".join(
+                f"{b} " + ", ".join(f"{m} {_fmt(v.get(m))}" for m in shown)
+                for b, v in base.items()))
+    for gate in report.get("gates", []):
+        lines.append(_gate_line(gate))
+    return lines
+
+
+def _gate_line(gate: dict) -> str:
+    verdict_text = "ok" if gate["passed"] else "FAILED"
+    if gate["gate"] == "min":
+        return (f"gate {gate['model']} {gate['metric']} >= {gate['min']:g}: "
+                f"{_fmt(gate['value'])} {verdict_text}")
+    drop_ci = gate.get("drop_ci")
+    text = (f"gate {gate['model']} {gate['metric']} drop <= {gate['allowed']:g} beyond noise: "
+            f"drop {_signed(gate['drop'])} {_ci_signed(drop_ci)} {verdict_text}")
+    if gate.get("inconclusive"):
+        text += " (the point drop exceeds the allowance, but not beyond noise: inconclusive)"
+    return text
 
 
 def _load_scorer(spec: str):

@@ -18,7 +18,10 @@ import polars as pl
 
 from ..errors import DataError, UsageProblem
 from ..schema import RECORD_COLUMNS, SCHEMA_VERSION
+from ..scorers import BUILTIN, auto_scorer, group_name, score_one
+from ..stats import mean_of
 from ..text import normalize, view_text
+from .gold_stats import task_statistics
 from .split import NULL_LABEL, allocate, unit_hash
 
 LOCK_FORMAT = "sftdata-gold-lock"
@@ -355,6 +358,9 @@ Scorer = Callable[[str, str, dict], float]
 class ScoreResult:
     report: dict[str, Any]
     examples: pl.DataFrame  # id, task, score, reference, prediction (one row per gold record)
+    # group -> metric -> Statistic (per-example columns, for bootstrap intervals and paired
+    # tests; see sftdata/stats.py); a metric without one (a median) has no interval
+    statistics: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def metric(self, name: str) -> float | None:
         """A metric by 'task.metric', or by 'metric' when exactly one task has it."""
@@ -404,9 +410,15 @@ def score(
     allow_missing: bool = False,
     gold_name: str = "gold",
     predictions_name: str = "predictions",
+    answer: str = "auto",
 ) -> ScoreResult:
     """Task-matched metrics of ``predictions`` (id, prediction) against a gold set, with
-    baselines. Missing predictions count as empty answers when ``allow_missing``."""
+    baselines. Missing predictions count as empty answers when ``allow_missing``.
+
+    ``answer`` picks the answer scorer: "auto" (from each record's metadata or shape, see
+    sftdata/scorers.py), "task" (the task's own metrics), or a built-in one ("choice",
+    "number") for every record. Records scored by a built-in scorer are reported under their
+    benchmark (mmlu, gsm8k) or the scorer's name."""
     from .. import metrics as m
 
     missing_cols = [c for c in ("id", "prediction") if c not in predictions.columns]
@@ -447,39 +459,59 @@ def score(
             fix=f"{', and '.join(fixes)}, or pass --allow-missing ({allow})",
         )
     tasks = _tasks(gold, task, gold_name)
+    records = gold.to_dicts()
     rows = []
-    for i, (rid, messages, label, t) in enumerate(
-        zip(gold_ids, gold["messages"].to_list(), gold["label"].to_list(), tasks, strict=True)
-    ):
+    for i, (rid, t, record) in enumerate(zip(gold_ids, tasks, records, strict=True)):
+        messages, label = record.get("messages"), record.get("label")
         reference = reference_of(messages, label, t)
         if reference is None:
             raise DataError(
                 "no reference answer (no assistant turn and no label)", file=gold_name, row=i + 1,
                 field="messages", fix="gold records need a final assistant turn (or a label)",
             )
+        kind = _answer_scorer(answer, record, t, reference)
         prediction = by_id.get(rid)
-        rows.append((rid, t, reference, "" if prediction is None else prediction, input_of(messages)))
+        rows.append((rid, t, reference, "" if prediction is None else prediction,
+                     input_of(messages), kind, group_name(record, t, kind), i))
     report_tasks: dict[str, Any] = {}
+    statistics: dict[str, dict[str, Any]] = {}
     examples = []
-    for t in sorted(set(tasks)):
-        group = [r for r in rows if r[1] == t]
+    for key in sorted({r[6] for r in rows}):
+        group = [r for r in rows if r[6] == key]
+        t, kind = group[0][1], group[0][5]
         refs, outs, inputs = [r[2] for r in group], [r[3] for r in group], [r[4] for r in group]
-        metrics, per_example, extras = m.task_scores(t, refs, outs)
+        recs = [records[r[7]] for r in group]
+        if kind is None:
+            metrics, per_example, extras = m.task_scores(t, refs, outs)
+            stats = task_statistics(t, refs, outs, per_example)
+        else:
+            metrics, per_example, extras, stats = _builtin_scores(
+                kind, refs, outs, recs, [r[7] for r in group], gold_name)
         if scorer is not None:
-            records = [dict(zip(gold.columns, row, strict=True)) for row in _records_of(gold, group)]
-            values = [float(scorer(p, r, rec)) for p, r, rec in zip(outs, refs, records, strict=True)]
+            values = [float(scorer(p, r, rec)) for p, r, rec in zip(outs, refs, recs, strict=True)]
             metrics["scorer"] = sum(values) / len(values) if values else 0.0
             per_example = values
+            stats["scorer"] = mean_of(values)
         baselines = {}
-        for name in m.BASELINES[m.TASK_ALIASES.get(t, t)]:
+        for name in m.BASELINES[m.TASK_ALIASES.get(t, t)] if kind is None else BUILTIN_BASELINES:
             base = m.baseline_predictions(name, refs, inputs)
-            baselines[name] = m.task_scores(t, refs, base)[0]
+            if kind is None:
+                baselines[name] = m.task_scores(t, refs, base)[0]
+            else:
+                if name == "majority":
+                    base = _majority_answer(kind, refs, recs)
+                baselines[name] = _builtin_scores(kind, refs, base, recs, [r[7] for r in group],
+                                                  gold_name)[0]
             if scorer is not None:
                 vals = [float(scorer(p, r, {})) for p, r in zip(base, refs, strict=True)]
                 baselines[name]["scorer"] = sum(vals) / len(vals) if vals else 0.0
-        report_tasks[t] = {"records": len(group), "metrics": metrics, "baselines": baselines, **extras}
+        entry = {"records": len(group), "metrics": metrics, "baselines": baselines, **extras}
+        if kind is not None:
+            entry = {"task": t, "scorer": kind, **entry}
+        report_tasks[key] = entry
+        statistics[key] = stats
         examples += [
-            (r[0], t, s, r[2], r[3]) for r, s in zip(group, per_example, strict=True)
+            (r[0], key, s, r[2], r[3]) for r, s in zip(group, per_example, strict=True)
         ]
     report = {
         "gold": gold_name,
@@ -495,7 +527,55 @@ def score(
                 "prediction": pl.String},
         orient="row",
     )
-    return ScoreResult(report, frame)
+    return ScoreResult(report, frame, statistics)
+
+
+ANSWER_SCORERS = ("auto", "task", *BUILTIN)
+BUILTIN_METRICS = ("accuracy", "unparsed_rate")
+# majority: the most common reference answer; copy_input: the question itself, parsed (a prompt
+# listing options "A. ..." parses to nothing or to a letter by chance)
+BUILTIN_BASELINES = ("majority", "copy_input")
+
+
+def _answer_scorer(answer: str, record: dict, task: str, reference: str) -> str | None:
+    if answer == "task":
+        return None
+    if answer in BUILTIN:
+        return answer
+    return auto_scorer(record, task, reference)
+
+
+def _majority_answer(kind: str, refs: list[str], recs: list[dict]) -> list[str]:
+    """The most common expected answer (letter or number; ties: the smallest) for every record."""
+    from collections import Counter
+
+    expected = [score_one(kind, "", r, rec)["expected"] or "" for r, rec in zip(refs, recs, strict=True)]
+    counts = Counter(expected)
+    top = min(counts, key=lambda a: (-counts[a], a)) if counts else ""
+    return [top] * len(refs)
+
+
+def _builtin_scores(kind, refs, outs, recs, rows, gold_name):
+    """(metrics, per-example scores, extras, statistics) of a built-in answer scorer."""
+    scored = []
+    for ref, out, rec, row in zip(refs, outs, recs, rows, strict=True):
+        one = score_one(kind, out, ref, rec)
+        if one["expected"] is None:
+            what = ("a label letter among lettered options in the last user turn"
+                    if kind == "choice" else "a number in the reference answer")
+            raise DataError(
+                f"the {kind} scorer finds no answer in this gold record", file=gold_name,
+                row=row + 1, field="label" if kind == "choice" else "messages",
+                fix=f"the {kind} scorer needs {what}; pass --scorer task to score it by its task",
+            )
+        scored.append(one)
+    values = [o["score"] for o in scored]
+    unparsed = [float(o["parsed"] is None) for o in scored]
+    n = len(values)
+    metrics = {"accuracy": sum(values) / n if n else 0.0,
+               "unparsed_rate": sum(unparsed) / n if n else 0.0}
+    stats = {"accuracy": mean_of(values), "unparsed_rate": mean_of(unparsed)}
+    return metrics, values, {}, stats
 
 
 def _tasks(gold: pl.DataFrame, task: str | None, gold_name: str) -> list[str]:
@@ -517,8 +597,3 @@ def _tasks(gold: pl.DataFrame, task: str | None, gold_name: str) -> list[str]:
             fix=f"pass --task ({'|'.join(SCORED_TASKS)})",
         )
     return tasks
-
-
-def _records_of(gold: pl.DataFrame, group: list[tuple]) -> list[tuple]:
-    index = {rid: i for i, rid in enumerate(gold["id"].to_list())}
-    return [gold.row(index[r[0]]) for r in group]
