@@ -50,6 +50,28 @@ def output_options(f: F) -> F:
     return f
 
 
+def engine_options(f: F) -> F:
+    """`--engine local|ray` ($SFTDATA_ENGINE) and `--ray-address` (docs/engines.md)."""
+    f = click.option(
+        "--ray-address", default=None, metavar="ADDRESS",
+        help="Ray cluster for --engine ray (default: $RAY_ADDRESS, else a local Ray).",
+    )(f)
+    f = click.option(
+        "--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+        envvar="SFTDATA_ENGINE", show_envvar=True,
+        help="Run in this process (local) or on Ray Data (ray); the output is the same.",
+    )(f)
+    return f
+
+
+def dir_outputs(*outputs_: tuple[str, Any]) -> list[str]:
+    """Labels of the outputs written as a directory of parts (`-o DIR/` or an existing
+    directory), for ``check_paths(dirs=...)`` in commands that can write datasets."""
+    from ..datasets import is_dir_output
+
+    return [label for label, path in outputs_ if isinstance(path, str) and is_dir_output(path)]
+
+
 def seed_option(f: F) -> F:
     return click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")(f)
 

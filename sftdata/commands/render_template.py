@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import click
 
-from ..io import read_records, write_table
+from ..datasets import open_writer
+from ..engines import get_engine
 from ._common import (
     check_paths,
+    dir_outputs,
+    engine_options,
     handle_errors,
     input_argument,
     output_options,
@@ -42,10 +47,11 @@ def _variables(pairs: tuple[str, ...]) -> dict[str, str]:
 )
 @output_options
 @rejects_option
+@engine_options
 @handle_errors
 def render_template(
     input_path: str, template_spec: str, generation_prompt: bool, variables: tuple[str, ...],
-    output: str, to: str | None, rejects: str | None,
+    output: str, to: str | None, rejects: str | None, engine: str, ray_address: str | None,
 ) -> None:
     """Render conversations with a chat template, marking assistant spans.
 
@@ -53,26 +59,43 @@ def render_template(
     Example:
       sftdata convert chats.json | sftdata render-template -t chatml | sftdata tokenize -t tok/
     """
-    from ..ops.render_template import render_template as op
     from ..templates import TemplateError, load_template
 
     extra = _variables(variables)
-    check_paths([("INPUT", input_path)], [("-o", output), ("--rejects", rejects)])
+    outs = [("-o", output), ("--rejects", rejects)]
+    check_paths([("INPUT", input_path)], outs, dir_outputs(*outs))
     try:
         template = load_template(template_spec)
     except TemplateError as exc:
         raise click.UsageError(str(exc)) from None
-    df = read_records(input_path)
-    result = op(
-        df, template, generation_prompt=generation_prompt, variables=extra,
-        keep_going=rejects is not None, source=None if input_path == "-" else input_path,
-    )
-    if result.dropped_columns:
-        warn(f"dropped stale column(s) {', '.join(result.dropped_columns)}: tokenize again")
-    write_table(result.records, output, to, "-o")
-    if rejects is not None:
-        write_table(result.rejects, rejects, label="--rejects")
+    eng = get_engine(engine, ray_address)
+    units = eng.plan(input_path)
+    rows_in = rendered = rejected = 0
+    dropped: set[str] = set()
+    with contextlib.ExitStack() as stack:  # on error every output is discarded, never half-kept
+        out = stack.enter_context(open_writer(output, to, "-o"))
+        bad = stack.enter_context(open_writer(rejects, None, "--rejects")) if rejects else None
+        for n, result in eng.map(units, _render_unit, template, generation_prompt, extra,
+                                 rejects is not None):
+            rows_in += n
+            rendered += result.records.height
+            rejected += result.rejects.height
+            dropped.update(result.dropped_columns)
+            out.write(result.records)
+            if bad is not None:
+                bad.write(result.rejects)
+    if dropped:
+        warn(f"dropped stale column(s) {', '.join(sorted(dropped))}: tokenize again")
     say(
-        f"render-template: {df.height} rows in, {result.records.height} rendered, "
-        f"{result.rejects.height} rejected (template {template.name}, {template.hash[:12]})"
+        f"render-template: {rows_in} rows in, {rendered} rendered, "
+        f"{rejected} rejected (template {template.name}, {template.hash[:12]})"
     )
+
+
+def _render_unit(frame, unit, template, generation_prompt, variables, keep_going):
+    """One unit of input through the op (module level: Ray workers import it)."""
+    from ..ops.render_template import render_template as op
+
+    result = op(frame, template, generation_prompt=generation_prompt, variables=variables,
+                keep_going=keep_going, source=None if unit.name == "<stdin>" else unit.name)
+    return frame.height, result

@@ -1,0 +1,198 @@
+"""The Ray engine: the same ops as Ray Data tasks, on a local Ray or an existing cluster.
+
+Row-local work is ``map_batches`` over a dataset of unit indices: each task reads its unit
+(a worker reads part files itself; in-memory slices travel through the object store), runs the
+op and returns the pickled result, and the driver receives results in unit order
+(``preserve_order``), which is what makes the output equal to the local engine's. Global steps
+(dedup) are Ray Data shuffles: ``groupby(key).map_groups`` (hash partitioned). Ray's own
+output is kept off stderr: no dashboard, no usage stats, no worker logs to the driver, Ray
+Data's progress bars and INFO lines off. An error inside a task reaches the user as the same
+``Error: ...`` line the local engine gives (our errors are returned, not raised, by tasks; any
+other worker failure is unwrapped from RayTaskError into a DataError).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from .. import datasets
+from ..errors import DataError, SftError
+
+PARTITIONS_PER_CPU = 2  # hash partitions of a shuffle per cluster CPU
+
+
+def init(address: str | None = None) -> None:
+    """Connect to ``address`` (or $RAY_ADDRESS), else start a local Ray; quietly, once."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    try:
+        import ray
+    except ImportError:
+        from ..errors import UsageProblem
+
+        raise UsageProblem("--engine ray needs Ray: pip install 'sftdata[ray]'") from None
+    if not ray.is_initialized():
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                     logging_level=logging.ERROR, configure_logging=True)
+        except (ConnectionError, ValueError, RuntimeError) as exc:
+            from ..errors import UsageProblem
+
+            where = address or os.environ.get("RAY_ADDRESS") or "a local Ray"
+            raise UsageProblem(f"--ray-address: cannot start or reach {where} "
+                               f"({str(exc).splitlines()[0]}); check the address, or leave "
+                               "it out to start a local Ray") from None
+    quiet()
+
+
+def quiet() -> None:
+    import ray.data
+
+    for name in ("ray", "ray.data", "ray.data._internal"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.enable_operator_progress_bars = False
+    ctx.print_on_execution_start = False
+    ctx.enable_auto_log_stats = False
+    ctx.verbose_stats_logs = False
+    ctx.execution_options.preserve_order = True
+
+
+def partitions() -> int:
+    import ray
+
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    return max(1, cpus * PARTITIONS_PER_CPU)
+
+
+class RayEngine:
+    name = "ray"
+
+    def __init__(self, address: str | None = None) -> None:
+        init(address)
+
+    def plan(self, path: str) -> list[datasets.Unit]:
+        return datasets.plan(path, self.name)
+
+    def map(self, units: list[datasets.Unit], fn: Callable[..., Any], *args: Any) -> Iterator[Any]:
+        ds = unit_dataset(units, _pickled_result, fn, args)
+        for row in rows(ds):
+            yield _unpickle(row["payload"])
+
+    def table_map(self, units: list[datasets.Unit], fn: Callable[..., Any], *args: Any) -> Any:
+        """A Ray Dataset of the Arrow tables ``fn(frame, unit, *args)`` returns per unit."""
+        return unit_dataset(units, _table_result, fn, args)
+
+
+def unit_dataset(units: list[datasets.Unit], wrap: Callable[..., Any], fn: Callable[..., Any],
+                 args: tuple) -> Any:
+    import ray
+    import ray.data
+
+    for unit in units:
+        if unit.part is None and unit.frame is not None and not isinstance(unit.frame, ray.ObjectRef):
+            unit.frame = ray.put(unit.frame)
+    shared = ray.put((units, fn, args))
+
+    def task(batch: Any) -> Any:
+        plan, func, extra = ray.get(shared)
+        out = [wrap(plan[int(i)], func, extra) for i in batch["i"].to_pylist()]
+        return out[0] if len(out) == 1 else _concat(out)
+
+    items = ray.data.from_items([{"i": i} for i in range(len(units))],
+                                override_num_blocks=max(1, len(units)))
+    return items.map_batches(task, batch_size=1, batch_format="pyarrow")
+
+
+def _concat(tables: list[Any]) -> Any:
+    import pyarrow as pa
+
+    return pa.concat_tables(tables)
+
+
+def _read(unit: datasets.Unit) -> Any:
+    if unit.part is None:
+        import ray
+
+        frame = unit.frame
+        return ray.get(frame) if isinstance(frame, ray.ObjectRef) else frame
+    return datasets.read_unit(unit)
+
+
+def _call(unit: datasets.Unit, fn: Callable[..., Any], args: tuple) -> Any:
+    frame = _read(unit)
+    try:
+        return fn(frame, unit, *args)
+    except DataError as exc:
+        raise datasets.rebase(exc, unit) from None
+
+
+def _pickled_result(unit: datasets.Unit, fn: Callable[..., Any], args: tuple) -> Any:
+    import pyarrow as pa
+
+    try:
+        value = ("ok", _call(unit, fn, args))
+    except SftError as exc:  # returned, not raised: it reaches the user as it is
+        value = ("error", exc)
+    return pa.table({"i": [unit.index], "payload": [pickle.dumps(value, protocol=5)]},
+                    schema=pa.schema([("i", pa.int64()), ("payload", pa.large_binary())]))
+
+
+def _table_result(unit: datasets.Unit, fn: Callable[..., Any], args: tuple) -> Any:
+    return _call(unit, fn, args)
+
+
+def _unpickle(payload: bytes) -> Any:
+    kind, value = pickle.loads(payload)
+    if kind == "error":
+        raise value
+    return value
+
+
+def rows(ds: Any) -> Iterator[dict[str, Any]]:
+    """Iterate a dataset's rows; a worker's failure becomes our error, never a traceback."""
+    try:
+        yield from ds.iter_rows()
+    except Exception as exc:  # noqa: BLE001 - RayTaskError and friends wrap the real cause
+        raise unwrap(exc) from None
+
+
+def collect(ds: Any) -> Any:
+    """A whole (small) dataset as one Arrow table, with the same error unwrapping."""
+    import pyarrow as pa
+
+    try:
+        tables = [t for t in ds.iter_batches(batch_size=None, batch_format="pyarrow")]
+    except Exception as exc:  # noqa: BLE001
+        raise unwrap(exc) from None
+    if not tables:
+        return None
+    return pa.concat_tables(tables)
+
+
+def materialize(ds: Any) -> Any:
+    try:
+        return ds.materialize()
+    except Exception as exc:  # noqa: BLE001
+        raise unwrap(exc) from None
+
+
+def unwrap(exc: BaseException) -> BaseException:
+    """The SftError inside a Ray failure, or a DataError that says what failed."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, SftError):
+            return cause
+        inner = getattr(cause, "cause", None)
+        cause = inner if isinstance(inner, BaseException) else (cause.__cause__ or cause.__context__)
+    text = str(exc).strip().splitlines()
+    last = next((line for line in reversed(text) if line.strip()), type(exc).__name__)
+    return DataError(f"a Ray task failed ({last.strip()})",
+                     fix="run the same command with --engine local to see whether the input "
+                         "is the cause, and check the Ray cluster's logs")
