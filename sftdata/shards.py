@@ -17,6 +17,13 @@ Each row is one packed sequence, stored without padding (length <= seq_len):
 Position ids restart at 0 for every document and attention never crosses a document boundary:
 both follow from ``doc_lens`` (see :func:`position_ids` and :func:`cu_seqlens`).
 
+With ``pack --strategy wrap`` (continued pretraining) a row is one seq_len chunk of the document
+stream and ``doc_lens`` are the pieces of the documents in it: a document crossing a chunk
+boundary gives its last piece of one chunk and the first of the next, under the same record id,
+so the boundaries are kept either way. ``packing.cross_doc_attention`` (true) tells readers to
+treat each row as one stream instead (sfttrain.data.cross_doc_attention); ``packing.wrap`` counts
+per split the documents, those split across chunks, the EOS added and the last chunk's tokens.
+
 manifest.json (``format_version`` 1)::
 
     {
@@ -25,7 +32,8 @@ manifest.json (``format_version`` 1)::
       "tokenizer": {"backend": "hf"|"tiktoken", "name": "...", "vocab_size": N,
                     "vocab_hash": "<sha256 from tokenizer_fingerprint>"},
       "template": {"name": "...", "hash": "<sha256 of text>", "text": "<template source>"},
-      "packing": {"strategy": "bfd"|"ffd"|"none", "truncation": "...", ...},
+      "packing": {"strategy": "bfd"|"ffd"|"none"|"wrap", "truncation": "..."|null, ...,
+                  "cross_doc_attention": false, "wrap": {"train": {...}}},   (the last two: wrap)
       "input_fingerprint": "<sha256 of the tokenized input>",
       "splits": {
         "train": {"files": [{"path": "train/00000.arrow", "rows": N, "sha256": "..."}],

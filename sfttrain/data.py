@@ -4,6 +4,10 @@ Documents packed into one sequence never see each other: positions restart at ea
 (`sftdata.shards.position_ids`) and the attention mask is block-diagonal causal, built from the
 document ids (see `attention_mask`). The target of the last token of a document is -100, so no
 document learns to predict the first token of the next one.
+
+Shards packed with `sftdata pack --strategy wrap --cross-doc-attention` (continued pretraining,
+docs/cpt.md) say so in their manifest: each row is then one stream, positions 0..n-1, causal
+attention over the whole chunk, and every next token is a target (across document ends too).
 """
 
 from __future__ import annotations
@@ -39,8 +43,15 @@ class Batch:
         )
 
 
-def collate(rows: list[dict], pad_id: int) -> Batch:
-    """Pad rows to the longest one; shift labels inside each document."""
+def cross_doc_attention(manifest: dict) -> bool:
+    """Whether a shard directory's rows are one stream each (wrap with --cross-doc-attention)."""
+    packing = manifest.get("packing") or {}
+    return packing.get("strategy") == "wrap" and bool(packing.get("cross_doc_attention"))
+
+
+def collate(rows: list[dict], pad_id: int, cross_doc: bool = False) -> Batch:
+    """Pad rows to the longest one; shift labels inside each document (inside each row when
+    ``cross_doc``: the row is one stream)."""
     width = max(int(r["input_ids"].size) for r in rows)
     batch = len(rows)
     ids = np.full((batch, width), pad_id, dtype=np.int64)
@@ -49,7 +60,7 @@ def collate(rows: list[dict], pad_id: int) -> Batch:
     targets = np.full((batch, width), LABEL_PAD, dtype=np.int64)
     for b, row in enumerate(rows):
         n = int(row["input_ids"].size)
-        lens = np.asarray(row["doc_lens"], dtype=np.int64)
+        lens = np.asarray([n] if cross_doc else row["doc_lens"], dtype=np.int64)
         ids[b, :n] = row["input_ids"]
         pos[b, :n] = position_ids(lens)
         docs[b, :n] = np.repeat(np.arange(lens.size), lens)
@@ -108,6 +119,7 @@ class PackedBatches:
         shuffle: bool = True,
     ):
         self.reader = ShardReader(shard_dir, split)
+        self.cross_doc = cross_doc_attention(self.reader.manifest)
         self.micro_batch = micro_batch
         self.pad_id = pad_id
         self.seed = seed
@@ -129,7 +141,8 @@ class PackedBatches:
         return [int(i) for i in self.order(epoch)[start : start + self.micro_batch]]
 
     def batch(self, epoch: int, index: int) -> Batch:
-        return collate([self.reader[i] for i in self.indices(epoch, index)], self.pad_id)
+        rows = [self.reader[i] for i in self.indices(epoch, index)]
+        return collate(rows, self.pad_id, self.cross_doc)
 
 
 def eval_batches(
@@ -138,9 +151,10 @@ def eval_batches(
 ):
     """Every sequence of the split once, in order, ranks taking every world-th micro-batch."""
     reader = ShardReader(shard_dir, split)
+    cross_doc = cross_doc_attention(reader.manifest)
     starts = list(range(0, len(reader), micro_batch))
     if limit:
         starts = starts[:limit]
     for start in starts[rank::world]:
         rows = [reader[i] for i in range(start, min(start + micro_batch, len(reader)))]
-        yield collate(rows, pad_id)
+        yield collate(rows, pad_id, cross_doc)

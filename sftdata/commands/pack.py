@@ -26,14 +26,19 @@ if TYPE_CHECKING:
 )
 @click.option("--seq-len", type=int, default=2048, show_default=True, help="Tokens per sequence.")
 @click.option(
-    "--strategy", type=click.Choice(["bfd", "ffd"]), default=None,
-    help="Bin packing: best-fit decreasing (default) or first-fit decreasing.",
+    "--strategy", type=click.Choice(["bfd", "ffd", "wrap"]), default=None,
+    help="Bin packing: best-fit decreasing (default) or first-fit decreasing; wrap: concatenate "
+         "documents and cut the stream into --seq-len chunks (continued pretraining).",
+)
+@click.option(
+    "--cross-doc-attention", is_flag=True,
+    help="wrap: let documents in one chunk attend to each other (one stream per chunk).",
 )
 @click.option("--no-pack", is_flag=True, help="One document per sequence (padded at train time).")
 @click.option(
-    "--truncation", type=click.Choice(["right", "left", "drop", "fail"]), default="right",
-    show_default=True,
-    help="Records longer than --seq-len: keep the start, keep the end, drop them, or stop.",
+    "--truncation", type=click.Choice(["right", "left", "drop", "fail"]), default=None,
+    help="Records longer than --seq-len: keep the start (right, default), keep the end, drop "
+         "them, or stop (wrap cuts nothing).",
 )
 @rejects_option
 @click.option("--force", is_flag=True, help="Replace an existing non-empty output directory.")
@@ -47,8 +52,9 @@ def pack(
     output: str,
     seq_len: int,
     strategy: str | None,
+    cross_doc_attention: bool,
     no_pack: bool,
-    truncation: str,
+    truncation: str | None,
     rejects: str | None,
     force: bool,
     rows_per_file: int,
@@ -58,6 +64,7 @@ def pack(
     \b
     Example:
       sftdata tokenize --tokenizer tok/ rendered.jsonl | sftdata pack --seq-len 2048 -o shards/
+      sftdata tokenize -t tok/ text.jsonl | sftdata pack --strategy wrap --seq-len 4096 -o cpt/
     """
     from ..io import open_source, read_table, write_table
     from ..ops.pack import pack as pack_op
@@ -65,6 +72,10 @@ def pack(
 
     if no_pack and strategy is not None:
         raise click.UsageError("--no-pack and --strategy cannot be used together.")
+    if strategy == "wrap" and truncation is not None:
+        raise click.UsageError("--truncation does not apply to --strategy wrap: it cuts nothing.")
+    if cross_doc_attention and strategy != "wrap":
+        raise click.UsageError("--cross-doc-attention applies to --strategy wrap only.")
     if seq_len < 1:
         raise click.UsageError(f"--seq-len must be at least 1, got {seq_len}.")
     if seq_len > MAX_SEQ_LEN:
@@ -80,7 +91,8 @@ def pack(
     frame = read_table(source)
     result = pack_op(
         frame, seq_len=seq_len, strategy="none" if no_pack else (strategy or "bfd"),
-        truncation=truncation, source=source.name,
+        truncation=truncation or "right", source=source.name,
+        cross_doc_attention=cross_doc_attention,
     )
     for message in result.warnings:
         warn(message)
@@ -127,6 +139,17 @@ def _report(result: PackResult, splits: dict, output: str, rejects: str | None) 
         say(f"  dropped rows with their reason: {rejects}" if rejects
             else "  pass --rejects FILE to write the dropped rows with their reason")
     for name, entry in splits.items():
+        wrap = result.splits[name].wrap
+        if wrap is not None:
+            attention = "across documents" if result.cross_doc_attention else "within documents"
+            say(
+                f"  {name}: {wrap['documents']} documents -> {entry['sequences']} chunks of "
+                f"{result.seq_len} (last {wrap['last_chunk_tokens']} tokens), "
+                f"{wrap['documents_split']} documents split across chunks, "
+                f"{wrap['eos_added']} EOS added; {entry['tokens']} tokens "
+                f"({entry['supervised_tokens']} supervised); attention {attention}"
+            )
+            continue
         say(
             f"  {name}: {entry['sequences']} sequences, {entry['documents']} documents, "
             f"{entry['tokens']} tokens ({entry['supervised_tokens']} supervised), "

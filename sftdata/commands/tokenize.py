@@ -45,7 +45,10 @@ from ._common import (
     help="Train the end-of-turn marker of every trained turn.",
 )
 @click.option("--train-prompt", is_flag=True, help="Train on every token, the prompt included.")
-@click.option("--max-len", type=click.IntRange(min=1), default=None, help="Longest sequence in tokens.")
+@click.option(
+    "--max-len", type=click.IntRange(min=1), default=None,
+    help="Longest sequence in tokens (task text rows are never cut: pack --strategy wrap).",
+)
 @click.option(
     "--truncation", type=click.Choice(["right", "left", "drop", "fail"]), default=None,
     help="Rows over --max-len: keep the start (right, default), keep the end (left), drop, fail.",
@@ -144,6 +147,11 @@ def _summarize(report: dict, rejects: str | None) -> None:
             f"tokenize: {report['rows_capped']} rows longer than {report['char_cap']} characters "
             f"were cut to that before encoding (4 x the longest token x (--max-len + 8)); their "
             "token counts before truncation are of the cut text"
+        )
+    if report.get("text_rows_kept_whole"):
+        say(
+            f"tokenize: {report['text_rows_kept_whole']} text rows longer than --max-len kept "
+            "whole (task text is never cut; `sftdata pack --strategy wrap` splits it into chunks)"
         )
     if report["rows_truncated"]:
         warn(

@@ -67,7 +67,9 @@ def format_summary(info: dict[str, Any], where: str) -> str:
         f"seq_len    {info['seq_len']}  pad_id {info['pad_id']}  eos_id {info['eos_id']}"
     )
     packing = info.get("packing") or {}
-    if packing:
+    if packing and packing.get("strategy") == "wrap":
+        lines.append(_wrap_line(packing))
+    elif packing:
         dropped = packing.get("rows_dropped") or {}
         dropped_text = ", ".join(f"{k} {v}" for k, v in dropped.items()) or "none"
         lines.append(
@@ -91,6 +93,21 @@ def format_summary(info: dict[str, Any], where: str) -> str:
         cells = [c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))]
         lines.append("  ".join(cells).rstrip())
     return "\n".join(lines)
+
+
+def _wrap_line(packing: dict[str, Any]) -> str:
+    """Continued-pretraining shards: nothing truncated; what was cut into chunks instead."""
+    dropped = ", ".join(f"{k} {v}" for k, v in (packing.get("rows_dropped") or {}).items())
+    attention = "across" if packing.get("cross_doc_attention") else "within"
+    per_split = "; ".join(
+        f"{name}: {w.get('documents_split')} documents split across chunks, "
+        f"{w.get('eos_added')} EOS added, last chunk {w.get('last_chunk_tokens')} tokens"
+        for name, w in (packing.get("wrap") or {}).items()
+    )
+    return (
+        f"packing    wrap (attention {attention} documents): {packing.get('rows_in')} rows in, "
+        f"{packing.get('rows_packed')} packed, dropped: {dropped or 'none'}; {per_split}"
+    )
 
 
 def sequence_view(row: dict[str, Any], decode: Decoder | None = None) -> dict[str, Any]:

@@ -1,7 +1,14 @@
 """Pack tokenized records into sequences of ``seq_len``: best-fit decreasing, first-fit
-decreasing, or one document per sequence (``none``).
+decreasing, one document per sequence (``none``), or ``wrap`` (continued pretraining).
 
-A record is never split across sequences. A record longer than ``seq_len`` follows the
+``wrap`` concatenates the documents of a split in input order, an EOS after each one that does
+not end with it, and cuts the stream into seq_len chunks: every token lands in exactly one chunk,
+in order, and the last chunk may be shorter (padded at train time, counted in the manifest). A
+chunk's ``doc_lens`` are the pieces of the documents inside it, so positions and attention
+restart at each document (and at each chunk); with ``cross_doc_attention`` the manifest tells
+sfttrain to treat a chunk as one stream, as pretraining usually does. See docs/cpt.md.
+
+With the bin-packing strategies a record is never split across sequences. A record longer than ``seq_len`` follows the
 truncation policy (right, left, drop, fail); rows left with no token or no supervised token are
 dropped with a reason, never passed on silently. The result is a plan over the input's own token
 buffers: :meth:`PackedSplit.batches` gathers the packed sequences a file at a time, so memory
@@ -31,7 +38,7 @@ import pyarrow as pa
 from ..errors import DataError, UsageProblem
 from ..shards import LABEL_PAD
 
-STRATEGIES = ("bfd", "ffd", "none")
+STRATEGIES = ("bfd", "ffd", "none", "wrap")
 TRUNCATIONS = ("right", "left", "drop", "fail")
 SPLIT_ORDER = ("train", "val", "test", "gold")
 DEFAULT_SPLIT = "train"
@@ -205,6 +212,7 @@ class PackedSplit:
     doc_offsets: np.ndarray  # int64, sequences + 1: documents of sequence i
     record_ids: pa.Array  # string per document in sequence order
     supervised_tokens: int
+    wrap: dict[str, int] | None = None  # wrap only: documents, split ones, EOS added, last chunk
 
     @property
     def sequences(self) -> int:
@@ -271,6 +279,7 @@ class PackResult:
     dropped: pl.DataFrame  # the dropped input rows with a `reason` column
     report: PackReport
     warnings: list[str] = field(default_factory=list)
+    cross_doc_attention: bool = False
 
     @property
     def pad_id(self) -> int:
@@ -281,6 +290,14 @@ class PackResult:
     def eos_id(self) -> int | None:
         eos = self.tokenizer.get("eos_id")
         return None if eos is None else int(eos)
+
+    def _wrap_manifest(self) -> dict[str, Any]:
+        if self.strategy != "wrap":
+            return {}
+        return {
+            "cross_doc_attention": self.cross_doc_attention,
+            "wrap": {name: dict(split.wrap or {}) for name, split in self.splits.items()},
+        }
 
     def manifest(self) -> dict[str, Any]:
         """Everything manifest.json holds except the per-split file lists and counts."""
@@ -298,12 +315,13 @@ class PackResult:
             "template": self.template,
             "packing": {
                 "strategy": self.strategy,
-                "truncation": self.truncation,
+                "truncation": None if self.strategy == "wrap" else self.truncation,
                 "rows_in": report.rows_in,
                 "rows_packed": report.rows_packed,
                 "rows_truncated": report.rows_truncated,
                 "supervised_tokens_lost": report.supervised_tokens_lost,
                 "rows_dropped": dict(sorted(report.dropped.items())),
+                **self._wrap_manifest(),
             },
             "input_fingerprint": self.input_fingerprint,
         }
@@ -353,11 +371,13 @@ def pack(
     strategy: str = "bfd",
     truncation: str = "right",
     source: str | None = None,
+    cross_doc_attention: bool = False,
 ) -> PackResult:
     """Pack tokenized records (columns of docs/pipeline.md) into sequences of ``seq_len``.
 
     ``source`` names the input in error messages. One set of sequences per value of ``split``
-    (``train`` when the column is absent or empty).
+    (``train`` when the column is absent or empty). ``truncation`` does not apply to ``wrap``
+    (nothing is cut); ``cross_doc_attention`` applies to ``wrap`` only.
     """
     if seq_len < 1:
         raise UsageProblem(f"--seq-len must be at least 1, got {seq_len}")
@@ -365,6 +385,9 @@ def pack(
         raise UsageProblem(f"--strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
     if truncation not in TRUNCATIONS:
         raise UsageProblem(f"--truncation must be one of {', '.join(TRUNCATIONS)}, got {truncation!r}")
+    if cross_doc_attention and strategy != "wrap":
+        raise UsageProblem("--cross-doc-attention applies to --strategy wrap only")
+    wrap = strategy == "wrap"
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if missing:
         raise DataError(
@@ -395,6 +418,10 @@ def pack(
     offsets, ids, labels = _token_buffers(frame, tokenizer, source)
     record_ids = _record_ids(frame, source)
     split_names = _split_names(frame, source)
+    is_text = (  # raw text rows end with their template's end-of-text already (render-template)
+        (frame["task"].cast(pl.String) == "text").fill_null(False).to_numpy()
+        if "task" in frame.columns else np.zeros(frame.height, dtype=bool)
+    )
 
     lengths = np.diff(offsets)
     trained = labels != LABEL_PAD
@@ -402,9 +429,9 @@ def pack(
     supervised = _window_sums(trained, offsets[:-1], offsets[1:])
 
     # truncation: the kept window [start, start + kept) of every document
-    too_long = lengths > seq_len
+    too_long = (lengths > seq_len) & (not wrap)  # wrap cuts documents into chunks instead
     start = offsets[:-1].copy()
-    kept = np.minimum(lengths, seq_len)
+    kept = lengths if wrap else np.minimum(lengths, seq_len)
     reasons = np.full(frame.height, None, dtype=object)
     kinds = np.full(frame.height, None, dtype=object)
     if too_long.any():
@@ -453,6 +480,10 @@ def pack(
         if rows.size == 0:
             warnings.append(f"split {name!r}: every row was dropped, no shards written for it")
             continue
+        if wrap:
+            splits[name] = _wrap_split(name, seq_len, rows, offsets, ids, labels, record_ids,
+                                       int(tokenizer["eos_id"]), is_text[rows])
+            continue
         bins = pack_lengths(kept[rows], seq_len, strategy)
         docs = rows[np.argsort(bins, kind="stable")]  # sequence by sequence, input order inside
         per_seq = np.bincount(bins)
@@ -481,6 +512,69 @@ def pack(
         dropped=dropped,
         report=report,
         warnings=warnings,
+        cross_doc_attention=cross_doc_attention,
+    )
+
+
+def wrap_stream(
+    rows: np.ndarray, offsets: np.ndarray, ids: np.ndarray, labels: np.ndarray, eos_id: int,
+    ended: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """The documents ``rows`` concatenated in order, an EOS after each that does not end with
+    one (trained when the document's last token is): (ids, labels, document end offsets in the
+    stream, EOS added). ``ended`` marks documents that end with a separator of their own (raw
+    text: the template's end-of-text token, which may differ from EOS): none is added there."""
+    starts, ends = offsets[rows], offsets[rows + 1]
+    gather = _ranges(starts, ends - starts)
+    stream_ids, stream_labels = ids[gather], labels[gather]
+    doc_ends = np.cumsum(ends - starts)
+    needs = ids[ends - 1] != eos_id  # documents are never empty here (dropped before)
+    if ended is not None:
+        needs &= ~ended
+    if needs.any():
+        at = doc_ends[needs]
+        eos_labels = np.where(labels[ends - 1][needs] != LABEL_PAD, eos_id, LABEL_PAD)
+        stream_ids = np.insert(stream_ids, at, np.int32(eos_id))
+        stream_labels = np.insert(stream_labels, at, eos_labels.astype(np.int32))
+        doc_ends = doc_ends + np.cumsum(needs)
+    return stream_ids, stream_labels, doc_ends, int(needs.sum())
+
+
+def _wrap_split(
+    name: str, seq_len: int, rows: np.ndarray, offsets: np.ndarray, ids: np.ndarray,
+    labels: np.ndarray, record_ids: pa.Array, eos_id: int, ended: np.ndarray,
+) -> PackedSplit:
+    """One split as a wrapped stream cut into chunks; a chunk's 'documents' are the pieces of
+    the documents that lie in it (a document crossing a chunk boundary gives one per chunk)."""
+    stream_ids, stream_labels, doc_ends, eos_added = wrap_stream(
+        rows, offsets, ids, labels, eos_id, ended
+    )
+    total = int(doc_ends[-1])
+    chunk_ends = np.arange(seq_len, total, seq_len, dtype=np.int64)
+    bounds = np.union1d(doc_ends, chunk_ends)  # every piece ends at one or both
+    piece_starts = np.concatenate([[0], bounds[:-1]])
+    piece_lens = bounds - piece_starts
+    piece_doc = np.searchsorted(doc_ends, piece_starts, side="right")
+    piece_chunk = piece_starts // seq_len
+    per_chunk = np.bincount(piece_chunk, minlength=-(-total // seq_len))
+    pieces_per_doc = np.bincount(piece_doc, minlength=rows.size)
+    return PackedSplit(
+        name=name,
+        seq_len=seq_len,
+        token_ids=stream_ids,
+        token_labels=stream_labels,
+        doc_starts=piece_starts,
+        doc_lens=piece_lens.astype(np.int32),
+        doc_offsets=np.concatenate([[0], np.cumsum(per_chunk)]),
+        record_ids=record_ids.take(pa.array(rows[piece_doc])),
+        supervised_tokens=int((stream_labels != LABEL_PAD).sum()),
+        wrap={
+            "documents": int(rows.size),
+            "documents_split": int((pieces_per_doc > 1).sum()),
+            "eos_added": eos_added,
+            "tokens": total,
+            "last_chunk_tokens": total - (per_chunk.size - 1) * seq_len,
+        },
     )
 
 

@@ -10,7 +10,9 @@ A turn with weight 0 is never trained. The end-of-turn marker of a trained turn 
 ``train_eot=False``; ``train_prompt`` trains every token.
 
 Truncation to ``max_len``: right (keep the start), left (keep the end of the conversation), drop,
-or fail. Only the first (left: last) :func:`char_cap` characters of a row are encoded, so a huge
+or fail. Raw text records (task ``text``, continued pretraining) are never cut: ``pack --strategy
+wrap`` splits them into seq_len chunks without losing a token, so --max-len caps the chat rows of
+a mixed input only (the report counts the longer text rows kept whole). Only the first (left: last) :func:`char_cap` characters of a row are encoded, so a huge
 row costs what max_len does, not what its length does (M12); the report counts such rows. Rows left with no supervised token are never passed on: they go to ``rejects`` with a
 reason (the command fails on them unless --rejects is given).
 """
@@ -124,8 +126,9 @@ def tokenize(
     char_spans = (
         [[] for _ in texts] if train_prompt else chosen_char_spans(df["spans"], train_on, train_eot)
     )
+    uncapped = _text_rows(df)  # raw text: no length cap (docs/cpt.md)
     cap = char_cap(tokenizer, max_len)
-    capped = _cap_texts(texts, char_spans, cap, truncation) if cap is not None else []
+    capped = _cap_texts(texts, char_spans, cap, truncation, uncapped) if cap is not None else []
     # encoded in chunks (bounded Python lists), then labels and counts are whole-array numpy
     encoded = _merge([
         tokenizer.encode(texts[i : i + CHUNK_ROWS], char_spans[i : i + CHUNK_ROWS])
@@ -133,6 +136,8 @@ def tokenize(
     ])
     ids, offsets = encoded.ids, encoded.offsets
     trained = np.ones(ids.size, dtype=bool) if train_prompt else _trained_mask(encoded, char_spans)
+    ids, offsets, trained, eos_added = _end_text_rows(df, uncapped, ids, offsets, trained,
+                                                      tokenizer.eos_id)
     labels = np.where(trained, ids, LABEL_PAD).astype(np.int32)
     supervised_before = _count(trained, offsets[:-1], offsets[1:])
     lengths = np.diff(offsets)
@@ -150,7 +155,9 @@ def tokenize(
             "no supervised token (no assistant turn to train)" if no_spans[row]
             else f"no supervised token (train-on {train_on})"
         )
-    too_long = np.flatnonzero(lengths > max_len) if max_len is not None else np.zeros(0, np.int64)
+    over = (lengths > max_len) if max_len is not None else np.zeros(len(texts), dtype=bool)
+    long_text_rows = int((over & uncapped).sum())
+    too_long = np.flatnonzero(over & ~uncapped)
     too_long = np.array([r for r in too_long if int(r) not in reasons], dtype=np.int64)
     if too_long.size and truncation == "fail":
         row = int(too_long[0])
@@ -194,6 +201,8 @@ def tokenize(
     )
     report = _report(df.height, records, rejects, lengths, truncated, lost, max_len, truncation)
     report["rows_capped"] = len(capped)
+    report["text_rows_kept_whole"] = long_text_rows
+    report["text_rows_eos_added"] = eos_added
     report["char_cap"] = cap
     report["tokenizer"] = tokenizer.info()
     return TokenizeResult(records, rejects, report, lengths, dropped)
@@ -278,14 +287,50 @@ def _count_text(count: int, capped: bool) -> str:
     return f"more than {count}" if capped else str(count)
 
 
+def _text_rows(df: pl.DataFrame) -> np.ndarray:
+    """Rows of task ``text`` (raw text for continued pretraining), which no length cap cuts."""
+    if "task" not in df.columns or df.height == 0:
+        return np.zeros(df.height, dtype=bool)
+    return (df["task"].cast(pl.String) == "text").fill_null(False).to_numpy()
+
+
+def _end_text_rows(
+    df: pl.DataFrame, text_rows: np.ndarray, ids: np.ndarray, offsets: np.ndarray,
+    trained: np.ndarray, eos_id: int | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Raw text rows end with a trained end-of-text token, so documents wrapped into one stream
+    stay apart: render-template appends the template's end-of-text marker; where a template has
+    none (its span has no marker: eot_start == end), the tokenizer's EOS is appended here."""
+    if eos_id is None or not text_rows.any() or not isinstance(df["spans"].dtype, pl.List):
+        return ids, offsets, trained, 0
+    last = df["spans"].list.last()
+    if not isinstance(last.dtype, pl.Struct):
+        return ids, offsets, trained, 0
+    no_marker = (last.struct.field("eot_start") >= last.struct.field("end")).fill_null(True)
+    lens = np.diff(offsets)
+    ends_with_eos = np.zeros(lens.size, dtype=bool)
+    nonempty = lens > 0
+    ends_with_eos[nonempty] = ids[offsets[1:][nonempty] - 1] == eos_id
+    needs = text_rows & no_marker.to_numpy() & ~ends_with_eos
+    if not needs.any():
+        return ids, offsets, trained, 0
+    at = offsets[1:][needs]
+    ids = np.insert(ids, at, np.asarray(eos_id, dtype=ids.dtype))
+    trained = np.insert(trained, at, True)
+    offsets = offsets + np.concatenate([[0], np.cumsum(needs)])
+    return ids, offsets, trained, int(needs.sum())
+
+
 def _cap_texts(
-    texts: list[str], spans: list[list[tuple[int, int]]], cap: int, truncation: str
+    texts: list[str], spans: list[list[tuple[int, int]]], cap: int, truncation: str,
+    exempt: np.ndarray,
 ) -> list[int]:
     """Cut rows longer than ``cap`` characters in place (the end kept for left truncation, the
-    start otherwise), spans moved and clipped with them; the rows cut."""
+    start otherwise), spans moved and clipped with them; the rows cut. ``exempt`` rows (raw
+    text) are never cut."""
     cut = []
     for i, text in enumerate(texts):
-        if len(text) <= cap:
+        if len(text) <= cap or exempt[i]:
             continue
         cut.append(i)
         if truncation == "left":
