@@ -121,12 +121,13 @@ def test_candidates_below_the_threshold_are_reported_as_rejected(tmp_path):
         other[p] = "changed"
     path = tmp_path / "in.jsonl"
     write_table(from_dicts([chat("q", " ".join(base), id="a"), chat("q", " ".join(other), id="b")]), path)
-    result = run(str(path), "--mode", "near", "--threshold", "0.7", "--seed", "1", "--approx",
+    # seed 11: a seed under which this pair shares a band (most seeds give no candidate)
+    result = run(str(path), "--mode", "near", "--threshold", "0.7", "--seed", "11", "--approx",
                  "--ngram", "5")
     assert result.exit_code == 0, result.stderr
     assert [json.loads(line)["id"] for line in result.stdout.splitlines()] == ["a", "b"]
     assert "1 candidate pairs, 1 rejected by estimated Jaccard below 0.7" in result.stderr
-    exact = run(str(path), "--mode", "near", "--threshold", "0.7", "--seed", "1", "--ngram", "5")
+    exact = run(str(path), "--mode", "near", "--threshold", "0.7", "--seed", "11", "--ngram", "5")
     assert [json.loads(line)["id"] for line in exact.stdout.splitlines()] == ["a", "b"]
     assert "1 rejected by exact Jaccard below 0.7" in exact.stderr
 

@@ -140,7 +140,7 @@ def test_keep_column_ties_go_to_the_earlier_row():
 
 
 def false_candidate_pair() -> pl.DataFrame:
-    """Two texts of exact Jaccard 0.58 that share an LSH band with 8 permutations, seed 52."""
+    """Two texts of exact Jaccard 0.58 that share an LSH band with 8 permutations, seed 46."""
     rng = random.Random(5)
     base = [rng.choice(VOCAB[:200]) for _ in range(60)]
     return records(chat("q", " ".join(base), id="a"), chat("q", edited(base, (10, 30, 50)), id="b"))
@@ -148,9 +148,9 @@ def false_candidate_pair() -> pl.DataFrame:
 
 def test_exact_check_drops_false_candidates():
     df = false_candidate_pair()
-    loose = dedup(df, mode="near", num_perm=8, seed=52, on="response", ngram=5, approx=True)
+    loose = dedup(df, mode="near", num_perm=8, seed=46, on="response", ngram=5, approx=True)
     assert loose.dropped_near == 1 and loose.candidate_pairs == 1  # LSH alone merges them
-    strict = dedup(df, mode="near", num_perm=8, seed=52, on="response", ngram=5)
+    strict = dedup(df, mode="near", num_perm=8, seed=46, on="response", ngram=5)
     assert strict.dropped == 0 and strict.rejected_pairs == 1
     assert strict.kept["id"].to_list() == ["a", "b"]
 
@@ -172,15 +172,16 @@ def one_and_two_word_variants(n: int = 300) -> pl.DataFrame:
 def test_candidate_pairs_below_the_threshold_are_not_merged():
     """M13: sharing an LSH band makes a pair a candidate only; with approx its Jaccard
     estimated from the signatures must reach --threshold too (before: every candidate merged,
-    105 near drops, 55 with a similarity below 0.8, the lowest 0.52)."""
+    105 near drops, 55 with a similarity below 0.8, the lowest 0.52). The counts are those of
+    the bulk shingle hashes (xxhash64 words) at seed 1."""
     df = one_and_two_word_variants()
     result = dedup(df, ngram=5, approx=True)  # the M13 numbers are for word 5-grams
-    assert result.candidate_pairs == 107 and result.rejected_pairs == 57
+    assert result.candidate_pairs == 101 and result.rejected_pairs == 44
     near = result.dupes.filter(pl.col("reason") == "near")
-    assert near.height == result.dropped_near == 50
+    assert near.height == result.dropped_near == 57
     assert near["similarity"].min() >= 0.8  # every pair merged is a pair the estimate accepts
     strict = dedup(df, ngram=5)  # the exact Jaccard of every candidate is below 0.8
-    assert (strict.candidate_pairs, strict.rejected_pairs, strict.dropped_near) == (401, 401, 0)
+    assert (strict.candidate_pairs, strict.rejected_pairs, strict.dropped_near) == (380, 380, 0)
 
 
 def test_union_find_is_transitive():

@@ -30,7 +30,7 @@ import polars as pl
 
 from .. import minhash
 from ..errors import UsageProblem
-from ..text import VIEWS, normalize, view_expr
+from ..text import VIEWS, normalize_series, view_expr
 
 MODES = ("exact", "near", "both")
 KEEP_POLICIES = ("first", "longest")
@@ -40,7 +40,7 @@ DUPE_COLUMNS = {
     "similarity": pl.Float64(),
     "reason": pl.String(),
 }
-CHUNK_ROWS = minhash.CHUNK_DOCS
+CHUNK_ROWS = 16384  # views per bulk pass: big enough for Polars' threads, small in memory
 
 
 @dataclass
@@ -85,8 +85,6 @@ def dedup(
     near = mode in ("near", "both")
     if workers is None:
         workers = minhash.default_workers()
-    if n < minhash.PARALLEL_MIN_DOCS:
-        workers = 1
 
     keys, empty, lengths, sigs = _features(
         df, on, near, punctuation, num_perm, ngram, unit, seed, workers
@@ -155,24 +153,28 @@ def numeric_columns(df: pl.DataFrame) -> list[str]:
 
 
 def chunk_features(
-    texts: list[str], near: bool, punctuation: bool, num_perm: int, ngram: int, unit: str,
-    seed: int,
+    texts: pl.Series, near: bool, punctuation: bool, num_perm: int, ngram: int, unit: str,
+    seed: int, threads: int = 1,
 ) -> tuple[bytes, np.ndarray, np.ndarray, np.ndarray | None]:
     """One pass over a chunk of view texts: 16-byte exact keys, empty flags, lengths, signatures.
 
-    Normalizing once serves both stages. Module-level so worker processes can run it.
+    Normalizing once serves both stages; normalization, word finding and shingle hashing run
+    in bulk (Polars and numpy), not per shingle in Python.
     """
-    texts = [t or "" for t in texts]
-    norms = [normalize(t, strip_punctuation=punctuation) for t in texts]
+    texts = texts.cast(pl.String).fill_null("")
+    norms = normalize_series(texts, strip_punctuation=punctuation)
     keys = b"".join([blake2b(s.encode("utf-8"), digest_size=16).digest() for s in norms])
-    empty = np.array([not s for s in norms], dtype=bool)
-    lengths = np.array([len(t) for t in texts], dtype=np.int64)
-    sigs = minhash.normalized_signatures(norms, num_perm, ngram, unit, seed) if near else None
+    empty = (norms.str.len_bytes() == 0).to_numpy()
+    lengths = texts.str.len_chars().to_numpy().astype(np.int64)
+    sigs = None
+    if near:
+        hashes, counts = minhash.shingle_hash_batch(norms, ngram, unit)
+        sigs = minhash.hashed_signatures(hashes, counts, num_perm, seed, threads)
     return keys, empty, lengths, sigs
 
 
-def view_texts(df: pl.DataFrame, on: str) -> list[str]:
-    return df.select(view_expr(on)).to_series().to_list()
+def view_texts(df: pl.DataFrame, on: str) -> pl.Series:
+    return df.select(view_expr(on)).to_series()
 
 
 def _features(
@@ -181,27 +183,26 @@ def _features(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     """Exact keys (n, 2) uint64, empty flags, view lengths, signatures (n, num_perm) uint32.
 
-    Views are built and handed out a chunk at a time, so only one chunk's Python strings
-    exist at once (the whole view column of 1M documents would double the frame's memory).
+    Views are built a chunk at a time, so only one chunk's view strings exist at once (the
+    whole view column of 1M documents would double the frame's memory). ``workers`` threads
+    share the permutations; Polars uses its own thread pool for the rest.
     """
     n = df.height
     keys = np.empty((n, 2), dtype=np.uint64)
     empty = np.zeros(n, dtype=bool)
     lengths = np.zeros(n, dtype=np.int64)
     sigs = np.empty((n, num_perm), dtype=np.uint32) if near else None
-    chunks = (view_texts(df.slice(i, CHUNK_ROWS), on) for i in range(0, n, CHUNK_ROWS))
-    args = (near, punctuation, num_perm, ngram, unit, seed)
-    start = 0
-    for key_bytes, chunk_empty, chunk_lengths, chunk_sigs in minhash.map_chunks(
-        chunk_features, chunks, *args, workers=workers
-    ):
+    for start in range(0, n, CHUNK_ROWS):
+        key_bytes, chunk_empty, chunk_lengths, chunk_sigs = chunk_features(
+            view_texts(df.slice(start, CHUNK_ROWS), on), near, punctuation, num_perm, ngram,
+            unit, seed, workers,
+        )
         stop = start + chunk_empty.shape[0]
         keys[start:stop] = np.frombuffer(key_bytes, dtype=np.uint64).reshape(-1, 2)
         empty[start:stop] = chunk_empty
         lengths[start:stop] = chunk_lengths
         if sigs is not None:
             sigs[start:stop] = chunk_sigs
-        start = stop
     return keys, empty, lengths, sigs
 
 
@@ -340,13 +341,13 @@ def estimated_jaccard(sigs: np.ndarray, pairs: np.ndarray, chunk: int = 65536) -
 def _shingle_sets(
     df: pl.DataFrame, on: str, rows: np.ndarray, ngram: int, unit: str, punctuation: bool
 ) -> dict[int, np.ndarray]:
-    """Sorted distinct 64-bit shingle hashes of the given rows, built a chunk at a time."""
+    """Sorted distinct 64-bit shingle hashes of the given rows (those of :func:`chunk_features`)."""
     out: dict[int, np.ndarray] = {}
     for start in range(0, len(rows), CHUNK_ROWS):
         part = rows[start : start + CHUNK_ROWS]
-        for row, t in zip(part.tolist(), view_texts(df[part], on), strict=True):
-            norm = normalize(t or "", strip_punctuation=punctuation)
-            out[row] = minhash.shingle_hashes(norm, ngram, unit)
+        norms = normalize_series(view_texts(df[part], on), strip_punctuation=punctuation)
+        hashes, counts = minhash.shingle_hash_batch(norms, ngram, unit)
+        out.update(zip(part.tolist(), minhash.distinct_per_text(hashes, counts), strict=True))
     return out
 
 
