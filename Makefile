@@ -11,7 +11,7 @@ TORCH := torch==2.13.0
 EXTRAS := train,dev,bench,ray
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) | sha1sum | cut -c1-12)
 
-.PHONY: venv demo test lint bench lock test-latest clean
+.PHONY: venv demo forgetting test lint bench lock test-latest clean
 
 venv: $(STAMP)
 
@@ -34,6 +34,11 @@ $(STAMP): pyproject.toml $(LOCK)
 
 demo: venv
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH bash scripts/demo.sh
+
+# Catastrophic forgetting on SmolLM2: base vs tuned vs tuned with replay, task and broad (MMLU)
+# gold sets, one table and one PNG in forgetting_out/ (docs/forgetting.md). Needs ../shared/realdata.
+forgetting: venv
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH bash scripts/forgetting.sh
 
 test: venv
 	$(PY) -m pytest -q -n 2 -p no:cacheprovider

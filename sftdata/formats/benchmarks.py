@@ -6,12 +6,18 @@ and `gold`: GSM8K, MMLU, TruthfulQA, HumanEval, MT-Bench / Vicuna-bench question
 | GSM8K | question, answer | user question, assistant answer; task qa |
 | MMLU | question, choice0..3 (or A..D), answer | question with lettered choices, answer letter + text; label = letter |
 | TruthfulQA | Question, Best Answer | user question, assistant best answer; task qa |
+| TruthfulQA MC1 (`--task classification`) | + Incorrect Answers | question with 2-4 lettered options (the best answer and the first three incorrect ones, in an order fixed by a hash of the question), answer letter + text; label = letter |
+
+Every record's meta names its benchmark (`"benchmark": "mmlu"`), so that `gold score` picks the
+scorer that fits the shape: the option letter parsed from free text for MMLU and TruthfulQA MC1,
+the final number for GSM8K (sftdata/scorers.py).
 | HumanEval | task_id, prompt, canonical_solution | user prompt, assistant solution; id = task_id; task completion |
 | MT-Bench | question_id, turns | one user message per turn, no answer (prompts for generation) |
 """
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from ._base import Options, RowProblem, make_message, others, record, require, require_str
@@ -53,7 +59,7 @@ def _gsm8k(row: dict[str, Any], opts: Options) -> dict[str, Any]:
         make_message("assistant", require_str(row, "answer", NAME), "answer"),
     ]
     return record(messages, opts, id=row.get("id"), task="qa",
-                  extras=others(row, ("id", "question", "answer")))
+                  extras={**others(row, ("id", "question", "answer")), "benchmark": "gsm8k"})
 
 
 def _mmlu(row: dict[str, Any], opts: Options) -> dict[str, Any]:
@@ -72,16 +78,49 @@ def _mmlu(row: dict[str, Any], opts: Options) -> dict[str, Any]:
         make_message("assistant", answer_text, "answer"),
     ]
     return record(messages, opts, id=row.get("id"), task="classification", label=letter,
-                  extras=others(row, ("id", "question", "answer", *keys)))
+                  extras={**others(row, ("id", "question", "answer", *keys)), "benchmark": "mmlu"})
 
 
 def _truthfulqa(row: dict[str, Any], opts: Options) -> dict[str, Any]:
+    if opts.task == "classification":
+        return _truthfulqa_mc1(row, opts)
     messages = [
         make_message("user", require_str(row, "Question", NAME), "Question"),
         make_message("assistant", require_str(row, "Best Answer", NAME), "Best Answer"),
     ]
     return record(messages, opts, task="qa", label=row.get("Category"),
-                  extras=others(row, ("Question", "Best Answer")))
+                  extras={**others(row, ("Question", "Best Answer")), "benchmark": "truthfulqa"})
+
+
+def _truthfulqa_mc1(row: dict[str, Any], opts: Options) -> dict[str, Any]:
+    """MC1 as lettered options, for generation: a model that writes its answer is scored by the
+    letter it picks. The best answer and the first three distinct incorrect answers, ordered by
+    a hash of the question and option (the source lists the correct answer first; a model must
+    not learn "always A")."""
+    question = require_str(row, "Question", NAME)
+    best = require_str(row, "Best Answer", NAME).strip()
+    raw = require_str(row, "Incorrect Answers", NAME)
+    wrong: list[str] = []
+    for text in (t.strip() for t in raw.split(";")):
+        if text and text != best and text not in wrong:
+            wrong.append(text)
+    if not wrong:
+        raise RowProblem("Incorrect Answers", "no incorrect answer to offer as an option",
+                         "give incorrect answers separated by ';', or convert without "
+                         "--task classification (question and best answer)")
+    options = sorted([best, *wrong[: len(LETTERS) - 1]], key=lambda o: _order(question, o))
+    letter = LETTERS[options.index(best)]
+    listing = "\n".join(f"{LETTERS[i]}. {o}" for i, o in enumerate(options))
+    messages = [
+        make_message("user", f"{question}\n{listing}", "Question"),
+        make_message("assistant", f"{letter}. {best}", "Best Answer"),
+    ]
+    return record(messages, opts, task="classification", label=letter,
+                  extras={**others(row, ("Question", "Best Answer")), "benchmark": "truthfulqa"})
+
+
+def _order(question: str, option: str) -> str:
+    return hashlib.sha256(f"{question}\x1f{option}".encode()).hexdigest()
 
 
 def _humaneval(row: dict[str, Any], opts: Options) -> dict[str, Any]:
