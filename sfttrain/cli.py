@@ -120,24 +120,54 @@ def plan(shards, model_path, full, quant, config_file, overrides, gpu_mem, act_b
 
 
 @cli.command()
-@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("run_dirs", nargs=-1, required=True, metavar="RUN...",
+                type=click.Path(exists=True, file_okay=False))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
-              help="Directory for the merged model.")
-@click.option("--dtype", type=click.Choice(["bf16", "fp16", "fp32"]), default="bf16",
-              show_default=True, help="Weight dtype of the saved model.")
+              help="Directory for the merged model (one run, or --full) or adapter run.")
+@click.option("--method", type=click.Choice(["linear", "ties", "dare_linear", "dare_ties"]),
+              default=None, help="How several runs combine (default linear); docs/merging.md.")
+@click.option("--weights", default=None, help="One number per run, e.g. 0.5,0.5 (default 1/N each).")
+@click.option("--density", type=float, default=None,
+              help="ties/dare: share of each run's delta entries kept, in (0, 1] (default 0.5).")
+@click.option("--rank", type=int, default=None,
+              help="Rank of the merged adapter (default: the runs' ranks summed).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed (DARE's drop).")
+@click.option("--full", is_flag=True, help="Several runs: write the merged full model, not an adapter.")
+@click.option("--dtype", type=click.Choice(["bf16", "fp16", "fp32"]), default=None,
+              help="Weight dtype saved [default: bf16 for a model, fp32 for an adapter].")
 @handle_errors
-def merge(run_dir, out_dir, dtype):
-    """Merge a run's adapter into its dequantized base; save a plain HF model.
+def merge(run_dirs, out_dir, method, weights, density, rank, seed, full, dtype):
+    """Merge a run's adapter into its base, or several runs' adapters into one.
 
     \b
     Example:
       sfttrain merge runs/a --out merged/ && sfttrain generate merged/ --records gold.jsonl > preds.jsonl
+      sfttrain merge runs/code runs/chat --method ties --weights 0.5,0.5 --out runs/both && sfttrain generate runs/both --records gold.jsonl > preds.jsonl
     """
-    from .merge import merge_run
+    if len(run_dirs) == 1:
+        given = [name for name, value in (("--method", method), ("--weights", weights),
+                 ("--density", density), ("--rank", rank)) if value is not None]
+        if given:
+            raise click.UsageError(f"{', '.join(given)}: for merging several runs; one run's "
+                                   "adapter is merged into its base as it is (pass more runs, "
+                                   "or drop the option)")
+        from .merge import merge_run
+
+        _quiet_transformers()
+        path = merge_run(run_dirs[0], out_dir, dtype or "bf16")
+        say(f"sfttrain merge: wrote {path}")
+        return
+    from .merge_adapters import merge_runs, parse_weights
 
     _quiet_transformers()
-    path = merge_run(run_dir, out_dir, dtype)
-    say(f"sfttrain merge: wrote {path}")
+    result = merge_runs(run_dirs, out_dir, method or "linear", parse_weights(weights), density,
+                        seed, full, dtype, rank)
+    what = "model" if full else f"adapter of rank {result.rank}"
+    say(f"sfttrain merge: {result.method} of {len(run_dirs)} runs (weights "
+        f"{','.join(f'{w:g}' for w in result.weights)}) -> {what} in {out_dir}")
+    if not full and not result.exact:
+        say(f"sfttrain merge: the rank-{result.rank} adapter keeps {result.kept_overall:.1%} of "
+            f"the merged delta (least in one module: {result.kept_min:.1%}); --full keeps all")
 
 
 @cli.command()

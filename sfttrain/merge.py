@@ -91,32 +91,62 @@ def load_adapted(run_dir: str | Path, for_merge: bool, device: str = "cpu") -> t
     return PeftModel.from_pretrained(base, adapter_dir), info
 
 
-def merge_run(run_dir: str | Path, out_dir: str | Path, dtype: str = "bf16") -> Path:
-    from transformers import AutoTokenizer
+def check_out(run_dirs: list[str | Path], out_dir: str | Path) -> None:
+    """--out must be a directory of its own: not a run, nor inside one, nor holding one."""
+    from sftdata.outputs import Spec, check
 
+    out = Path(out_dir).resolve()
+    for run_dir in run_dirs:
+        run = Path(run_dir).resolve()
+        if out == run or run in out.parents or out in run.parents:
+            where = ("is the run directory" if out == run else
+                     "is inside the run directory" if run in out.parents else
+                     "contains the run directory")
+            raise UsageProblem(f"--out {out_dir} {where}: the merged model's files would mix with "
+                               "the run's; give --out a directory of its own, e.g. merged/")
+    # the one output policy: a file in the way, an unwritable parent (exit 2, before any load)
+    check([Spec("RUN", str(r)) for r in run_dirs], [Spec("--out", str(out_dir), is_dir=True)])
+
+
+def merge_run(run_dir: str | Path, out_dir: str | Path, dtype: str = "bf16") -> Path:
     read_run(run_dir)  # a missing or broken run.json is refused before any weights load
-    run, out = Path(run_dir).resolve(), Path(out_dir).resolve()
-    if out == run or run in out.parents or out in run.parents:
-        where = ("is the run directory" if out == run else
-                 "is inside the run directory" if run in out.parents else
-                 "contains the run directory")
-        raise UsageProblem(f"--out {out_dir} {where}: the merged model's files would mix with "
-                           "the run's; give --out a directory of its own, e.g. merged/")
+    check_out([run_dir], out_dir)
     model, info = load_adapted(run_dir, for_merge=True)
     merged = model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
-    merged.to(DTYPES[dtype])
-    trained_eos = info.get("eos_id")
-    gen = merged.generation_config
+    return save_model(merged, info, Path(run_dir) / "tokenizer", out_dir, dtype)
+
+
+def with_trained_eos(gen, trained_eos: int | None):
+    """The generation config with the trained end-of-turn token among its EOS ids."""
     eos = gen.eos_token_id if isinstance(gen.eos_token_id, list) else (
         [] if gen.eos_token_id is None else [gen.eos_token_id])
     if trained_eos is not None and trained_eos not in eos:
         # Generation must stop at the end-of-turn token the shards trained (unsloth #5386).
         gen.eos_token_id = eos + [int(trained_eos)]
-    out = Path(out_dir)
-    merged.save_pretrained(out)
-    tokenizer = AutoTokenizer.from_pretrained(Path(run_dir) / "tokenizer")
+    return gen
+
+
+def save_tokenizer(tokenizer_dir: Path, info: dict, out: Path) -> None:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     template = (info.get("template") or {}).get("text")
     if template and "{%" in template:
         tokenizer.chat_template = template  # generate with the training template
     tokenizer.save_pretrained(out)
-    return out
+
+
+def save_model(model: nn.Module, info: dict, tokenizer_dir: Path, out_dir: str | Path,
+               dtype: str, notes: dict[str, str] | None = None) -> Path:
+    """A plain transformers model directory, built beside --out and swapped in as a whole;
+    `notes` are extra text files written into it (name -> text)."""
+    from sftdata.outputs import building_dir
+
+    model.to(DTYPES[dtype])
+    with_trained_eos(model.generation_config, info.get("eos_id"))
+    with building_dir(out_dir, "--out") as build:
+        model.save_pretrained(build.path)
+        save_tokenizer(tokenizer_dir, info, build.path)
+        for name, text in (notes or {}).items():
+            (build.path / name).write_text(text)
+    return Path(out_dir)
