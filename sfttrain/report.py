@@ -234,7 +234,8 @@ def diagnose(rows: list[dict], info: dict | None = None, name: str = "run") -> R
                      for r in train])
     supervised = [r["supervised"] for r in train if r.get("supervised") is not None]
     lrs = [float(r["lr"]) for r in train if r.get("lr") is not None]
-    peak_lr = max(lrs) if lrs else config.get("lr")
+    configured = config.get("lr")  # a number, or "auto" (found by a range test at the start)
+    peak_lr = max(lrs) if lrs else configured if isinstance(configured, (int, float)) else None
     stats["peak_lr"] = peak_lr
     stats["supervised_per_step"] = float(np.median(supervised)) if supervised else None
 
