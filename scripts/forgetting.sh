@@ -55,7 +55,8 @@ sftdata gold freeze mmlu.parquet -n "$BROAD_GOLD" --seed 1 --gold-out broad_gold
 
 step "3. training sets: task only, and task + broad instruction data (Alpaca) mixed by balance --mix"
 sftdata convert splits/train.parquet -o tuned.jsonl
-sftdata convert "$ALPACA" --source broad -o broad.jsonl
+# split=train like the task records (pack wants every row's split or none)
+sftdata convert "$ALPACA" --source broad | sftdata split --ratios train=1 > broad.jsonl
 TASK_N=$(wc -l < tuned.jsonl)
 BROAD_N=$(wc -l < broad.jsonl)
 # the largest mix downsampling can give at this share: neither source runs out

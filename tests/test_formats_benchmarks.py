@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from sftdata.cli import cli
 from sftdata.formats import detect
-from sftdata.formats._base import Options
+from sftdata.formats._base import Options, RowProblem
 from sftdata.formats.benchmarks import to_records
 
 
@@ -100,3 +100,49 @@ def test_real_mmlu_counts_match_the_csv(realdata):
     records = _convert(path)
     assert len(records) == expected
     assert {r["label"] for r in records} <= set("ABCD")
+
+
+def test_benchmark_records_name_their_benchmark_in_meta():
+    opts = Options()
+    gsm = to_records({"question": "q?", "answer": "a #### 4"}, opts)[0]
+    mmlu = to_records({"question": "q", "A": "x", "B": "y", "answer": "B"}, opts)[0]
+    tqa = to_records({"Question": "Who?", "Best Answer": "Me"}, opts)[0]
+    assert [json.loads(r["meta"])["benchmark"] for r in (gsm, mmlu, tqa)] == [
+        "gsm8k", "mmlu", "truthfulqa"]
+
+
+def test_truthfulqa_as_classification_is_mc1_with_lettered_options():
+    row = {"Question": "Why do veins appear blue?", "Best Answer": "Light penetration",
+           "Incorrect Answers": "Deoxygenated blood; Blue blood ; Light penetration; Veins are blue;"
+                                " Extra wrong", "Category": "Misconceptions"}
+    (rec,) = to_records(row, Options(task="classification"))
+    prompt, answer = rec["messages"][0]["content"], rec["messages"][1]["content"]
+    lines = prompt.splitlines()
+    assert lines[0] == "Why do veins appear blue?" and len(lines) == 5
+    options = {line[0]: line[3:] for line in lines[1:]}
+    # the best answer and the first three distinct incorrect ones (the best answer not repeated)
+    assert sorted(options.values()) == sorted(["Light penetration", "Deoxygenated blood",
+                                               "Blue blood", "Veins are blue"])
+    assert options[rec["label"]] == "Light penetration"
+    assert answer == f"{rec['label']}. Light penetration" and rec["task"] == "classification"
+    meta = json.loads(rec["meta"])
+    assert meta["benchmark"] == "truthfulqa" and meta["Category"] == "Misconceptions"
+    # the order is fixed by the question: converting again gives the same record
+    assert to_records(row, Options(task="classification")) == [rec]
+
+
+def test_truthfulqa_mc1_without_incorrect_answers_is_a_row_problem():
+    with pytest.raises(RowProblem, match="no incorrect answer to offer as an option"):
+        to_records({"Question": "q", "Best Answer": "a", "Incorrect Answers": " ; a"},
+                   Options(task="classification"))
+
+
+def test_real_truthfulqa_mc1_spreads_the_answer_letter(realdata):
+    records = _convert(realdata / "benchmarks/truthfulqa/TruthfulQA.csv")
+    assert {r["task"] for r in records} == {"qa"}
+    result = CliRunner().invoke(cli, ["convert", str(realdata / "benchmarks/truthfulqa/TruthfulQA.csv"),
+                                      "--task", "classification"])
+    mc = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(mc) == len(records)
+    labels = [r["label"] for r in mc]
+    assert all(labels.count(letter) > len(mc) / 8 for letter in "ABCD")

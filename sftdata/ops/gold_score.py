@@ -174,7 +174,7 @@ def _gates(groups, names, max_drop, minimum) -> list[dict[str, Any]]:
             sign = entry["direction"]
             for row in entry["models"][1:]:
                 diff, ci = row.get("diff"), row.get("diff_ci")
-                drop = None if diff is None else -sign * diff
+                drop = None if diff is None else -sign * diff + 0.0  # no "-0.0"
                 drop_ci = None if ci is None else sorted(-sign * x for x in ci)
                 # beyond noise: even the low end of the drop's interval is above the allowance
                 if drop_ci is not None:
