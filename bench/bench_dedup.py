@@ -98,24 +98,85 @@ def run_ours(texts: list[str], workers: int) -> set[tuple[int, int]]:
     return set(map(tuple, minhash.candidate_pairs(sigs, bands, rows).tolist()))
 
 
-def run_default(texts: list[str], workers: int | None = None) -> set[tuple[int, int]]:
-    """(d) `sftdata dedup`'s default: recall banding, then exact Jaccard of each candidate."""
-    from sftdata.text import normalize
+def records_of(texts: list[str]):
+    """The texts as a record frame (one assistant turn each, ids 0..n-1), built outside timing."""
+    import polars as pl
 
-    sigs = minhash.signatures(texts, num_perm=NUM_PERM, ngram=NGRAM, seed=SEED, workers=workers)
-    bands, rows = minhash.recall_bands(THRESHOLD, NUM_PERM)
-    pairs = minhash.candidate_pairs(sigs, bands, rows).tolist()
-    hashes = {k: minhash.shingle_hashes(normalize(texts[k]), NGRAM) for k in {x for p in pairs for x in p}}
-    return {(i, j) for i, j in pairs if minhash.hashed_jaccard(hashes[i], hashes[j]) >= THRESHOLD}
+    from sftdata.schema import conform
+
+    return conform(pl.DataFrame({"id": [str(i) for i in range(len(texts))], "messages": [
+        [{"role": "assistant", "content": t}] for t in texts]}))
 
 
-def run_approx(texts: list[str], workers: int | None = None) -> set[tuple[int, int]]:
-    """(e) `sftdata dedup --approx`: datasketch's banding, estimated Jaccard >= threshold."""
-    sigs = minhash.signatures(texts, num_perm=NUM_PERM, ngram=NGRAM, seed=SEED, workers=workers)
+def op_pairs(result) -> set[tuple[int, int]]:
+    """(kept, dropped) row pairs of what `sftdata.ops.dedup.dedup` merged."""
+    ids = zip(result.dupes["kept_id"].cast(int).to_list(), result.dupes["id"].cast(int).to_list(),
+              strict=True)
+    return {(min(a, b), max(a, b)) for a, b in ids}
+
+
+def run_default(frame, workers: int | None = None) -> set[tuple[int, int]]:
+    """(d) `sftdata dedup --mode near`'s default, the op itself: bulk shingles, recall banding,
+    exact Jaccard of every candidate, clusters."""
+    from sftdata.ops.dedup import dedup
+
+    return op_pairs(dedup(frame, mode="near", on="response", ngram=NGRAM, threshold=THRESHOLD,
+                          num_perm=NUM_PERM, seed=SEED, workers=workers))
+
+
+def run_approx(frame, workers: int | None = None) -> set[tuple[int, int]]:
+    """(e) `sftdata dedup --mode near --approx`: datasketch's banding, estimated Jaccard."""
+    from sftdata.ops.dedup import dedup
+
+    return op_pairs(dedup(frame, mode="near", on="response", ngram=NGRAM, threshold=THRESHOLD,
+                          num_perm=NUM_PERM, seed=SEED, workers=workers, approx=True))
+
+
+def run_old_default(texts: list[str]) -> set[tuple[int, int]]:
+    """(o) the default before issue 11 (commit 3862c3c): per-shingle sha1 signatures of word
+    5-grams, datasketch's banding for the threshold, every candidate merged."""
+    sigs = minhash.signatures(texts, num_perm=NUM_PERM, ngram=5, seed=SEED)
     bands, rows = minhash.optimal_bands(THRESHOLD, NUM_PERM)
-    pairs = minhash.candidate_pairs(sigs, bands, rows)
-    keep = (sigs[pairs[:, 0]] == sigs[pairs[:, 1]]).mean(axis=1) >= THRESHOLD
-    return set(map(tuple, pairs[keep].tolist()))
+    return set(map(tuple, minhash.candidate_pairs(sigs, bands, rows).tolist()))
+
+
+def merged(pairs: set[tuple[int, int]]) -> set[tuple[int, int]]:
+    """Every pair inside the clusters the pairs make (what a dedup that clusters merges)."""
+    parent: dict[int, int] = {}
+
+    def find(x: int) -> int:
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for a, b in pairs:
+        parent[find(a)] = find(b)
+    groups: dict[int, list[int]] = {}
+    for x in list(parent):
+        groups.setdefault(find(x), []).append(x)
+    return {(a, b) for g in groups.values() for a in g for b in g if a < b}
+
+
+def run_peers(texts: list[str], repeats: int, only: str | None = None) -> dict[str, dict]:
+    """rensa and datatrove in their own venv (bench/peers_venv.sh): {row: {seconds, pairs}}."""
+    import json
+
+    python = subprocess.run([str(ROOT / "bench" / "peers_venv.sh")], capture_output=True,
+                            text=True, check=True).stdout.strip()
+    with tempfile.TemporaryDirectory() as tmp:
+        src, out = Path(tmp) / "texts.json", Path(tmp) / "out.json"
+        src.write_text(json.dumps(texts), encoding="utf-8")
+        cmd = [python, str(ROOT / "bench" / "dedup_peers.py"), str(src), str(out),
+               "--ngram", str(NGRAM), "--threshold", str(THRESHOLD), "--num-perm", str(NUM_PERM),
+               "--seed", str(SEED), "--repeats", str(repeats)]
+        done = subprocess.run(cmd + (["--only", only] if only else []), capture_output=True,
+                              text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"peers failed: {done.stderr[-2000:]}")
+        result = json.loads(out.read_text(encoding="utf-8"))
+    return {name: {"seconds": r["seconds"], "pairs": {tuple(p) for p in r["pairs"]}}
+            for name, r in result.items()}
 
 
 def _default_workers_label(n: int) -> str:
@@ -124,79 +185,74 @@ def _default_workers_label(n: int) -> str:
     return f"(c) sftdata.minhash, {minhash.default_workers()} workers"
 
 
-def verified(texts: list[str], pairs: set[tuple[int, int]]) -> set[tuple[int, int]]:
-    """Ours with --verify: candidates kept only at exact Jaccard >= threshold."""
-    sets = {}
-    out = set()
-    for i, j in pairs:
-        for k in (i, j):
-            if k not in sets:
-                sets[k] = set(minhash.shingles(texts[k], NGRAM))
-        if minhash.jaccard(sets[i], sets[j]) >= THRESHOLD:
-            out.add((i, j))
-    return out
+OLD_ROW = "(o) old default: sha1 per shingle, word 5-grams, 9 x 13, no check"
+RENSA = "rensa"
+
+
+def table(n: int, times: dict[str, list[float]], found: dict[str, set], truth) -> list[str]:
+    """One row per method: docs/s (median), ratios to datasketch bulk and to rensa, P/R/F1 of
+    the pairs inside the clusters it makes (truth None: no quality columns)."""
+    def median(name: str) -> float:
+        return statistics.median(times[name])
+
+    base_b = median("(b) datasketch MinHash.bulk + MinHashLSH")
+    rensa = next((k for k in times if k.startswith(RENSA)), None)
+    lines = ["| method | docs/s | vs (b) | vs rensa |" + (" precision | recall | F1 |" if truth else ""),
+             "| --- | ---: | ---: | ---: |" + (" ---: | ---: | ---: |" if truth else "")]
+    for name in times:
+        t = median(name)
+        row = f"| {name} | {n / t:,.0f} | {base_b / t:.2f}x | " + (
+            f"{median(rensa) / t:.2f}x |" if rensa else "|")
+        if truth:
+            sc = pair_scores(merged(found[name]), truth)
+            row += f" {sc['precision']:.3f} | {sc['recall']:.3f} | {sc['f1']:.3f} |"
+        lines.append(row)
+    return lines
 
 
 def part_quality(limit: int | None, repeats: int) -> list[str]:
     data = build_neardup_set(REALDATA, limit=limit, seed=0)
     texts = data.texts
+    frame = records_of(texts)
     lines = [f"Labelled set: {data.describe()}", ""]
     import datasketch
 
     runs = {
         "(a) datasketch update loop + MinHashLSH": lambda: run_update_loop(texts),
         "(b) datasketch MinHash.bulk + MinHashLSH": lambda: run_bulk(texts),
-        "(c) sftdata.minhash, 1 worker": lambda: run_ours(texts, 1),
+        "(c) sftdata.minhash (datasketch-equal signatures), 1 worker": lambda: run_ours(texts, 1),
         _default_workers_label(len(texts)): lambda: run_ours(texts, None),
-        DEFAULT_ROW: lambda: run_default(texts),
-        APPROX_ROW: lambda: run_approx(texts),
+        OLD_ROW: lambda: run_old_default(texts),
+        DEFAULT_ROW: lambda: run_default(frame),
+        APPROX_ROW: lambda: run_approx(frame),
     }
     times: dict[str, list[float]] = {name: [] for name in runs}
     results: dict[str, set] = {}
+    load = [os.getloadavg()[0]]
     for _ in range(repeats):  # interleaved, so machine load hits every method alike
         for name, fn in runs.items():
             start = time.perf_counter()
             results[name] = fn()
             times[name].append(time.perf_counter() - start)
     reference = results["(a) datasketch update loop + MinHashLSH"]
-    for name, pairs in results.items():
-        if name in (DEFAULT_ROW, APPROX_ROW):
-            continue
-        assert pairs == reference, f"{name} found different candidate pairs than datasketch"
-
-    base_a = statistics.median(times["(a) datasketch update loop + MinHashLSH"])
-    base_b = statistics.median(times["(b) datasketch MinHash.bulk + MinHashLSH"])
+    for name in list(runs)[1:4]:
+        assert results[name] == reference, f"{name} found different candidate pairs than datasketch"
+    for name, peer in run_peers(texts, repeats).items():
+        times[name], results[name] = peer["seconds"], peer["pairs"]
+    load.append(os.getloadavg()[0])
     lines += [
         f"datasketch {datasketch.__version__}, num_perm {NUM_PERM}, seed {SEED}, threshold {THRESHOLD}, "
-        f"word {NGRAM}-grams, bands x rows {minhash.optimal_bands(THRESHOLD, NUM_PERM)} "
-        f"((d): {minhash.recall_bands(THRESHOLD, NUM_PERM)}), "
-        f"median of {repeats} interleaved runs",
+        f"word {NGRAM}-grams (old default: 5), bands x rows {minhash.optimal_bands(THRESHOLD, NUM_PERM)} "
+        f"((d): {minhash.recall_bands(THRESHOLD, NUM_PERM)}), median of {repeats} runs "
+        f"(ours interleaved, then the peers' process); load average {load[0]:.1f} -> {load[1]:.1f}; "
+        "precision/recall/F1 over the pairs inside each method's clusters",
         "",
-        "| method | docs/s | vs (a) | vs (b) | precision | recall | F1 |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for name, pairs in results.items():
-        t = statistics.median(times[name])
-        s = pair_scores(pairs, data.pairs)
-        lines.append(
-            f"| {name} | {len(texts) / t:,.0f} | {base_a / t:.2f}x | {base_b / t:.2f}x | "
-            f"{s['precision']:.3f} | {s['recall']:.3f} | {s['f1']:.3f} |"
-        )
-    checked = verified(texts, reference)
-    s = pair_scores(checked, data.pairs)
-    lines.append(
-        f"| (c) + --verify (exact Jaccard of candidates) | | | | {s['precision']:.3f} | "
-        f"{s['recall']:.3f} | {s['f1']:.3f} |"
-    )
-    by_kind = {}
-    for kind in sorted(set(data.kinds.values())):
-        truth = {p for p, k in data.kinds.items() if k == kind}
-        by_kind[kind] = len(truth & reference) / len(truth)
-    lines += ["", "Recall by edit kind (all three methods find the same pairs): "
-              + ", ".join(f"{k} {v:.3f}" for k, v in by_kind.items())]
+    lines += table(len(texts), times, results, data.pairs)
     found = results[DEFAULT_ROW]
+    lines.append("")
     lines.append("Recall by edit kind, (d) default: " + ", ".join(
-        f"{kind} {len({p for p, k in data.kinds.items() if k == kind} & found) / max(1, sum(k == kind for k in data.kinds.values())):.3f}"
+        f"{kind} {len({p for p, k in data.kinds.items() if k == kind} & merged(found)) / max(1, sum(k == kind for k in data.kinds.values())):.3f}"
         for kind in sorted(set(data.kinds.values()))))
     return lines
 
@@ -264,30 +320,31 @@ def synthetic_records(n: int, path: Path, seed: int = 0) -> np.ndarray:
 
 
 def part_throughput(n: int, repeats: int) -> list[str]:
-    """Docs/s of (b) and (c) on n synthetic ~200-word documents, where processes pay off."""
+    """Docs/s on n synthetic ~200-word documents: datasketch, the old and new paths, rensa."""
     texts, _ = synthetic_texts(n, seed=1)
+    frame = records_of(texts)
     runs = {
         "(b) datasketch MinHash.bulk + MinHashLSH": lambda: run_bulk(texts),
-        "(c) sftdata.minhash, 1 worker": lambda: run_ours(texts, 1),
-        f"(c) sftdata.minhash, {minhash.default_workers()} workers": lambda: run_ours(texts, None),
+        OLD_ROW + f", {minhash.default_workers()} workers": lambda: run_old_default(texts),
+        DEFAULT_ROW: lambda: run_default(frame),
+        APPROX_ROW: lambda: run_approx(frame),
     }
     times: dict[str, list[float]] = {name: [] for name in runs}
+    load = [os.getloadavg()[0]]
     for _ in range(repeats):
         for name, fn in runs.items():
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)
-    base = statistics.median(times["(b) datasketch MinHash.bulk + MinHashLSH"])
-    lines = [
-        f"Throughput on {n:,} synthetic ~200-word documents (median of {repeats} interleaved runs):",
+    for name, peer in run_peers(texts, repeats, only="rensa").items():
+        times[name] = peer["seconds"]
+    load.append(os.getloadavg()[0])
+    return [
+        f"Throughput on {n:,} synthetic ~200-word documents (median of {repeats} runs; load "
+        f"average {load[0]:.1f} -> {load[1]:.1f}):",
         "",
-        "| method | docs/s | vs (b) |",
-        "| --- | ---: | ---: |",
+        *table(n, times, {}, None),
     ]
-    for name, ts in times.items():
-        t = statistics.median(ts)
-        lines.append(f"| {name} | {n / t:,.0f} | {base / t:.2f}x |")
-    return lines
 
 
 def run_tracking_rss(cmd: list[str]) -> tuple[float, float, float, subprocess.CompletedProcess]:
@@ -362,7 +419,7 @@ def main() -> None:
     parser.add_argument("--skip-quality", action="store_true")
     parser.add_argument("--skip-scale", action="store_true")
     parser.add_argument("--throughput", type=int, default=None,
-                        help="documents for the (b)/(c) throughput table (0 skips it)")
+                        help="documents for the throughput table (default 50,000; 0 skips it)")
     parser.add_argument("--threshold", type=float, default=THRESHOLD, help="part 1 threshold")
     parser.add_argument("--ngram", type=int, default=NGRAM, help="part 1 word n-gram size")
     args = parser.parse_args()
@@ -374,7 +431,7 @@ def main() -> None:
         if not REALDATA.is_dir():
             raise SystemExit(f"real data not found at {REALDATA}")
         lines += part_quality(1500 if args.quick else None, repeats)
-    throughput = args.throughput if args.throughput is not None else (0 if args.quick else 40_000)
+    throughput = args.throughput if args.throughput is not None else (0 if args.quick else 50_000)
     if throughput:
         lines += [""] + part_throughput(throughput, repeats)
     if not args.skip_scale:

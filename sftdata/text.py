@@ -31,28 +31,55 @@ def normalize(text: str, *, strip_punctuation: bool = False) -> str:
 
 # Python's \s also matches the ASCII separators \x1c-\x1f; Rust's regex does not.
 _RUST_SPACE = r"[\s\x1c-\x1f]+"
+_RUST_TOKEN = r"[^\s\x1c-\x1f]+"
 
 
 def normalize_series(texts: pl.Series, *, strip_punctuation: bool = False) -> pl.Series:
     """:func:`normalize` of every text, equal to it string for string, in bulk.
 
-    ASCII texts (nearly all of them in most corpora) are normalized by Polars in Rust, on all
-    cores: for ASCII, NFKC is the identity and casefold is lowercasing. The rest go through
-    :func:`normalize` itself, so casefold's special cases (German sharp s, final sigma) and NFKC
-    stay exactly Python's. Nulls become empty strings.
+    Texts are cut at whitespace in Rust. ASCII tokens are lowercased there (for ASCII, NFKC is
+    the identity and casefold is lowercasing); every distinct non-ASCII token goes through
+    :func:`normalize` itself once, so NFKC and casefold stay exactly Python's. That is exact
+    because whitespace separates: NFKC never composes across a space and casefold has no
+    context, and the final collapse of whitespace absorbs any space NFKC puts into a token.
+    Nulls become empty strings.
     """
     texts = texts.cast(pl.String).fill_null("")
+    name = texts.name
+    if strip_punctuation:  # punctuation is Python's \w/\s in context: ASCII texts only in Rust
+        return _normalize_ascii_fast(texts, strip_punctuation=True).alias(name)
+    tokens = pl.DataFrame({"doc": pl.int_range(texts.len(), eager=True),
+                           "tok": texts.str.extract_all(_RUST_TOKEN)}).explode("tok").drop_nulls()
+    odd = tokens["tok"].filter(~tokens["tok"].str.contains(r"^[\x00-\x7f]*$")).unique()
+    norm_tok = tokens["tok"].str.to_lowercase()
+    if odd.len():
+        mapping = pl.Series([normalize(t) for t in odd.to_list()], dtype=pl.String)
+        norm_tok = tokens["tok"].replace_strict(odd, mapping, default=norm_tok)
+    joined = (
+        tokens.with_columns(tok=norm_tok)
+        .group_by("doc", maintain_order=True)
+        .agg(pl.col("tok").str.join(" "))
+    )
+    out = pl.DataFrame({"doc": pl.int_range(texts.len(), eager=True)}).join(
+        joined, on="doc", how="left", maintain_order="left")["tok"].fill_null("")
+    if odd.len():  # NFKC may have put spaces at the edges of a token or inside it
+        out = out.str.replace_all(_RUST_SPACE, " ").str.strip_chars(" ")
+    return out.alias(name)
+
+
+def _normalize_ascii_fast(texts: pl.Series, *, strip_punctuation: bool) -> pl.Series:
+    """ASCII texts normalized in Rust, the others by :func:`normalize`."""
     fast = texts.str.to_lowercase()
     if strip_punctuation:
         fast = fast.str.replace_all(r"[^\w\s\x1c-\x1f]", " ")
     fast = fast.str.replace_all(_RUST_SPACE, " ").str.strip_chars(" ")
     is_ascii = texts.str.contains(r"^[\x00-\x7f]*$")
     if bool(is_ascii.all()):
-        return fast.alias(texts.name)
+        return fast
     rows = (~is_ascii).arg_true()
     slow = pl.Series([normalize(t, strip_punctuation=strip_punctuation)
                       for t in texts.gather(rows).to_list()], dtype=pl.String)
-    return fast.scatter(rows, slow).alias(texts.name)
+    return fast.scatter(rows, slow)
 
 
 def words(text: str) -> list[str]:

@@ -275,3 +275,17 @@ def test_pairs_at_the_threshold_are_dropped():
     result = dedup(df, mode="near", on="response", ngram=1)
     assert result.dropped_near >= 0.9 * 200  # P(candidate) at 0.8 is 0.94 with 15 x 8
     assert set(result.dupes["similarity"].round(6)) == {0.8}
+
+
+def test_exact_check_same_with_and_without_kept_shingles(monkeypatch):
+    """Past KEEP_SHINGLES the exact check re-derives its rows' shingles: same answer."""
+    import sftdata.ops.dedup as op
+
+    df = one_and_two_word_variants(100)
+    kept = dedup(df, ngram=3, threshold=0.7)
+    monkeypatch.setattr(op, "KEEP_SHINGLES", 0)
+    rederived = dedup(df, ngram=3, threshold=0.7)
+    assert kept.dropped_near > 0
+    assert kept.dupes.equals(rederived.dupes) and kept.kept.equals(rederived.kept)
+    assert (kept.candidate_pairs, kept.rejected_pairs) == (rederived.candidate_pairs,
+                                                           rederived.rejected_pairs)

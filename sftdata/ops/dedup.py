@@ -41,6 +41,7 @@ DUPE_COLUMNS = {
     "reason": pl.String(),
 }
 CHUNK_ROWS = 16384  # views per bulk pass: big enough for Polars' threads, small in memory
+KEEP_SHINGLES = 1 << 25  # shingle hashes (256 MiB) kept from the first pass for the exact check
 
 
 @dataclass
@@ -86,9 +87,9 @@ def dedup(
     if workers is None:
         workers = minhash.default_workers()
 
-    keys, empty, lengths, sigs = _features(
-        df, on, near, punctuation, num_perm, ngram, unit, seed, workers
-    )
+    f = _features(df, on, mode in ("exact", "both"), near, punctuation, num_perm, ngram, unit,
+                  seed, workers)
+    keys, empty, lengths, sigs = f.keys, f.empty, f.lengths, f.sigs
     rank = _keep_rank(df, lengths, keep)
     result = DedupResult(df, df.head(0), n, 0, 0, 0, int(empty.sum()))
     # exact_rep[i]: the row i is an exact copy of (i itself if none); near_rep likewise for the
@@ -100,10 +101,10 @@ def dedup(
         exact_rep = _exact_stage(keys, empty, rank)
     if near:
         alive = np.flatnonzero((exact_rep == np.arange(n)) & ~empty)
-        _near_stage(df, sigs, alive, rank, near_rep, similarity, result,
+        _near_stage(df, f, alive, rank, near_rep, similarity, result,
                     on=on, threshold=threshold, approx=approx, ngram=ngram, unit=unit,
                     punctuation=punctuation)
-    del sigs, keys  # the largest arrays go before the output frames are built
+    del sigs, keys, f  # the largest arrays go before the output frames are built
     return _assemble(df, exact_rep, near_rep, similarity, result)
 
 
@@ -152,25 +153,39 @@ def numeric_columns(df: pl.DataFrame) -> list[str]:
 # --------------------------------------------------------------------------- features
 
 
+@dataclass
+class Features:
+    keys: np.ndarray  # (n, 2) uint64 exact keys (zeros when the exact stage is off)
+    empty: np.ndarray  # normalized view is empty
+    lengths: np.ndarray  # view length in characters
+    sigs: np.ndarray | None  # (n, num_perm) uint32
+    # every row's shingle hashes, kept for the exact check when they fit KEEP_SHINGLES
+    hashes: np.ndarray | None = None
+    offsets: np.ndarray | None = None  # row i's hashes: hashes[offsets[i]:offsets[i + 1]]
+
+
 def chunk_features(
-    texts: pl.Series, near: bool, punctuation: bool, num_perm: int, ngram: int, unit: str,
-    seed: int, threads: int = 1,
-) -> tuple[bytes, np.ndarray, np.ndarray, np.ndarray | None]:
-    """One pass over a chunk of view texts: 16-byte exact keys, empty flags, lengths, signatures.
+    texts: pl.Series, exact: bool, near: bool, punctuation: bool, num_perm: int, ngram: int,
+    unit: str, seed: int, threads: int = 1,
+) -> tuple[bytes, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    """One pass over a chunk of view texts: 16-byte exact keys, empty flags, lengths, signatures
+    and the shingle hashes behind them (flat, with a count per text).
 
     Normalizing once serves both stages; normalization, word finding and shingle hashing run
     in bulk (Polars and numpy), not per shingle in Python.
     """
     texts = texts.cast(pl.String).fill_null("")
     norms = normalize_series(texts, strip_punctuation=punctuation)
-    keys = b"".join([blake2b(s.encode("utf-8"), digest_size=16).digest() for s in norms])
+    keys = b""
+    if exact:
+        keys = b"".join([blake2b(s.encode("utf-8"), digest_size=16).digest() for s in norms])
     empty = (norms.str.len_bytes() == 0).to_numpy()
     lengths = texts.str.len_chars().to_numpy().astype(np.int64)
-    sigs = None
+    sigs = hashes = counts = None
     if near:
         hashes, counts = minhash.shingle_hash_batch(norms, ngram, unit)
         sigs = minhash.hashed_signatures(hashes, counts, num_perm, seed, threads)
-    return keys, empty, lengths, sigs
+    return keys, empty, lengths, sigs, hashes, counts
 
 
 def view_texts(df: pl.DataFrame, on: str) -> pl.Series:
@@ -178,32 +193,42 @@ def view_texts(df: pl.DataFrame, on: str) -> pl.Series:
 
 
 def _features(
-    df: pl.DataFrame, on: str, near: bool, punctuation: bool, num_perm: int, ngram: int,
-    unit: str, seed: int, workers: int,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
-    """Exact keys (n, 2) uint64, empty flags, view lengths, signatures (n, num_perm) uint32.
+    df: pl.DataFrame, on: str, exact: bool, near: bool, punctuation: bool, num_perm: int,
+    ngram: int, unit: str, seed: int, workers: int,
+) -> Features:
+    """Exact keys, empty flags, view lengths, signatures, and the shingle hashes if they fit.
 
     Views are built a chunk at a time, so only one chunk's view strings exist at once (the
     whole view column of 1M documents would double the frame's memory). ``workers`` threads
     share the permutations; Polars uses its own thread pool for the rest.
     """
     n = df.height
-    keys = np.empty((n, 2), dtype=np.uint64)
-    empty = np.zeros(n, dtype=bool)
-    lengths = np.zeros(n, dtype=np.int64)
-    sigs = np.empty((n, num_perm), dtype=np.uint32) if near else None
+    f = Features(np.zeros((n, 2), dtype=np.uint64), np.zeros(n, dtype=bool),
+                 np.zeros(n, dtype=np.int64),
+                 np.empty((n, num_perm), dtype=np.uint32) if near else None)
+    kept: list[np.ndarray] | None = [] if near else None
+    counts_all = np.zeros(n, dtype=np.int64)
     for start in range(0, n, CHUNK_ROWS):
-        key_bytes, chunk_empty, chunk_lengths, chunk_sigs = chunk_features(
-            view_texts(df.slice(start, CHUNK_ROWS), on), near, punctuation, num_perm, ngram,
-            unit, seed, workers,
+        key_bytes, empty, lengths, sigs, hashes, counts = chunk_features(
+            view_texts(df.slice(start, CHUNK_ROWS), on), exact, near, punctuation, num_perm,
+            ngram, unit, seed, workers,
         )
-        stop = start + chunk_empty.shape[0]
-        keys[start:stop] = np.frombuffer(key_bytes, dtype=np.uint64).reshape(-1, 2)
-        empty[start:stop] = chunk_empty
-        lengths[start:stop] = chunk_lengths
-        if sigs is not None:
-            sigs[start:stop] = chunk_sigs
-    return keys, empty, lengths, sigs
+        stop = start + empty.shape[0]
+        if exact:
+            f.keys[start:stop] = np.frombuffer(key_bytes, dtype=np.uint64).reshape(-1, 2)
+        f.empty[start:stop] = empty
+        f.lengths[start:stop] = lengths
+        if near:
+            f.sigs[start:stop] = sigs
+            counts_all[start:stop] = counts
+            if kept is not None:
+                kept.append(hashes)
+                if sum(map(len, kept)) > KEEP_SHINGLES:
+                    kept = None  # too many to hold: the exact check re-derives its rows' shingles
+    if kept is not None:
+        f.hashes = np.concatenate(kept) if kept else np.empty(0, dtype=np.uint64)
+        f.offsets = np.concatenate([[0], np.cumsum(counts_all)])
+    return f
 
 
 def _keep_rank(df: pl.DataFrame, lengths: np.ndarray, keep: str) -> np.ndarray:
@@ -287,11 +312,12 @@ def clusters_from_pairs(n: int, pairs: np.ndarray) -> np.ndarray:
 
 
 def _near_stage(
-    df: pl.DataFrame, sigs: np.ndarray, alive: np.ndarray, rank: np.ndarray,
+    df: pl.DataFrame, f: Features, alive: np.ndarray, rank: np.ndarray,
     near_rep: np.ndarray, similarity: np.ndarray, result: DedupResult, *, on: str, threshold: float,
     approx: bool, ngram: int, unit: str, punctuation: bool,
 ) -> None:
     """Cluster the ``alive`` rows by MinHash LSH; fill near_rep and similarity for them."""
+    sigs = f.sigs
     if approx:
         bands, rows = minhash.optimal_bands(threshold, sigs.shape[1])
     else:
@@ -305,7 +331,11 @@ def _near_stage(
     result.candidate_pairs = len(pairs)
     sets: dict[int, np.ndarray] = {}
     if not approx and len(pairs):
-        sets = _shingle_sets(df, on, np.unique(pairs), ngram, unit, punctuation)
+        rows = np.unique(pairs)
+        if f.hashes is not None:
+            sets = {r: np.unique(f.hashes[f.offsets[r] : f.offsets[r + 1]]) for r in rows.tolist()}
+        else:
+            sets = _shingle_sets(df, on, rows, ngram, unit, punctuation)
         exact = np.array([minhash.hashed_jaccard(sets[i], sets[j]) for i, j in pairs.tolist()])
         result.rejected_pairs = int((exact < threshold).sum())
         pairs = pairs[exact >= threshold]
