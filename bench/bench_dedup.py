@@ -1,19 +1,21 @@
-"""Near-duplicate detection: datasketch's documented pipeline vs MinHash.bulk vs sftdata.minhash.
+"""Near-duplicate detection: `sftdata dedup` against its old default, datasketch, rensa, datatrove.
 
-Part 1, on the labelled near-duplicate set built from real text (bench/neardup_set.py), in one
-process, same shingles (word 5-grams of normalized text), num_perm, seed and threshold:
+Part 1, on the labelled near-duplicate set built from real text (bench/neardup_set.py), same
+num_perm, seed and threshold; word 3-grams (the default) unless --ngram says otherwise:
   (a) datasketch as its documentation shows it: MinHash() + update() per shingle, then
       MinHashLSH.insert for every document and MinHashLSH.query for every document;
   (b) the same with MinHash.bulk for the signatures;
-  (c) ours: sftdata.minhash.signatures (numpy, all cores) + candidate_pairs (sorted band keys);
-      also with one worker, to show what the vectorization alone gives.
-Docs/s are medians of --repeats runs; precision/recall/F1 are over document pairs against the
-planted pairs. The candidate pairs of (a), (b) and (c) are asserted identical. Two more rows are
-what `sftdata dedup` merges, at pair level:
-  (d) the default: recall banding (minhash.recall_bands) + exact Jaccard of every candidate;
-  (e) --approx: datasketch's banding + Jaccard estimated from the signatures.
-The labelled set (~6k texts) is below the size where worker processes pay for their start, so
-a second table times (b) and (c) on --throughput synthetic documents (default 40,000).
+  (c) sftdata.minhash.signatures (datasketch-equal values: sha1 per shingle) + candidate_pairs,
+      with one worker and the default; the candidate pairs of (a), (b), (c) are asserted equal;
+  (o) the default before issue 11: (c) at word 5-grams, every candidate merged;
+  (d) `sftdata dedup`'s default, the op itself (sftdata.ops.dedup.dedup, near stage, response
+      view): bulk shingle hashes, recall banding, exact Jaccard of every candidate, clusters;
+  (e) the same with --approx: datasketch's banding + Jaccard estimated from the signatures;
+  rensa and datatrove, run by bench/dedup_peers.py in their own venv (bench/peers_venv.sh),
+      after ours in every repeat so load hits both alike.
+Docs/s are medians of --repeats runs; precision/recall/F1 are over the document pairs inside
+the clusters each method forms, against the planted pairs. A second table times (b), (o), (d),
+(e) and rensa on --throughput synthetic documents (default 50,000).
 
 Part 2, scale: N synthetic documents of about 200 words (words drawn from the unigram
 distribution of the real texts, 10% planted near copies, 2% re-cased/re-spaced exact copies)
@@ -234,17 +236,18 @@ def part_quality(limit: int | None, repeats: int) -> list[str]:
             start = time.perf_counter()
             results[name] = fn()
             times[name].append(time.perf_counter() - start)
+        for name, peer in run_peers(texts, 1).items():
+            times.setdefault(name, []).extend(peer["seconds"])
+            results[name] = peer["pairs"]
     reference = results["(a) datasketch update loop + MinHashLSH"]
     for name in list(runs)[1:4]:
         assert results[name] == reference, f"{name} found different candidate pairs than datasketch"
-    for name, peer in run_peers(texts, repeats).items():
-        times[name], results[name] = peer["seconds"], peer["pairs"]
     load.append(os.getloadavg()[0])
     lines += [
         f"datasketch {datasketch.__version__}, num_perm {NUM_PERM}, seed {SEED}, threshold {THRESHOLD}, "
         f"word {NGRAM}-grams (old default: 5), bands x rows {minhash.optimal_bands(THRESHOLD, NUM_PERM)} "
         f"((d): {minhash.recall_bands(THRESHOLD, NUM_PERM)}), median of {repeats} runs "
-        f"(ours interleaved, then the peers' process); load average {load[0]:.1f} -> {load[1]:.1f}; "
+        f"(each repeat: ours, then the peers' process); load average {load[0]:.1f} -> {load[1]:.1f}; "
         "precision/recall/F1 over the pairs inside each method's clusters",
         "",
     ]
@@ -336,8 +339,8 @@ def part_throughput(n: int, repeats: int) -> list[str]:
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)
-    for name, peer in run_peers(texts, repeats, only="rensa").items():
-        times[name] = peer["seconds"]
+        for name, peer in run_peers(texts, 1, only="rensa").items():
+            times.setdefault(name, []).extend(peer["seconds"])
     load.append(os.getloadavg()[0])
     return [
         f"Throughput on {n:,} synthetic ~200-word documents (median of {repeats} runs; load "
