@@ -37,34 +37,41 @@ _RUST_TOKEN = r"[^\s\x1c-\x1f]+"
 def normalize_series(texts: pl.Series, *, strip_punctuation: bool = False) -> pl.Series:
     """:func:`normalize` of every text, equal to it string for string, in bulk.
 
-    Texts are cut at whitespace in Rust. ASCII tokens are lowercased there (for ASCII, NFKC is
-    the identity and casefold is lowercasing); every distinct non-ASCII token goes through
-    :func:`normalize` itself once, so NFKC and casefold stay exactly Python's. That is exact
-    because whitespace separates: NFKC never composes across a space and casefold has no
-    context, and the final collapse of whitespace absorbs any space NFKC puts into a token.
-    Nulls become empty strings.
+    ASCII texts are normalized in Rust as whole strings (for ASCII, NFKC is the identity and
+    casefold is lowercasing). Other texts are cut at whitespace in Rust: their ASCII tokens are
+    lowercased there, and every distinct non-ASCII token goes through :func:`normalize` once,
+    so NFKC and casefold stay exactly Python's. That is exact because whitespace separates:
+    NFKC never composes across a space and casefold has no context, and the final collapse of
+    whitespace absorbs any space NFKC puts into a token. Nulls become empty strings.
     """
     texts = texts.cast(pl.String).fill_null("")
     name = texts.name
     if strip_punctuation:  # punctuation is Python's \w/\s in context: ASCII texts only in Rust
         return _normalize_ascii_fast(texts, strip_punctuation=True).alias(name)
-    tokens = pl.DataFrame({"doc": pl.int_range(texts.len(), eager=True),
-                           "tok": texts.str.extract_all(_RUST_TOKEN)}).explode("tok").drop_nulls()
+    fast = texts.str.to_lowercase().str.replace_all(_RUST_SPACE, " ").str.strip_chars(" ")
+    rows = (~texts.str.contains(r"^[\x00-\x7f]*$")).arg_true()
+    if rows.len() == 0:
+        return fast.alias(name)
+    others = texts.gather(rows)
+    tokens = pl.DataFrame({"doc": pl.int_range(others.len(), eager=True),
+                           "tok": others.str.extract_all(_RUST_TOKEN)}).explode("tok").drop_nulls()
     odd = tokens["tok"].filter(~tokens["tok"].str.contains(r"^[\x00-\x7f]*$")).unique()
-    norm_tok = tokens["tok"].str.to_lowercase()
-    if odd.len():
-        mapping = pl.Series([normalize(t) for t in odd.to_list()], dtype=pl.String)
-        norm_tok = tokens["tok"].replace_strict(odd, mapping, default=norm_tok)
+    mapping = pl.Series([normalize(t) for t in odd.to_list()], dtype=pl.String)
+    norm_tok = tokens["tok"].replace_strict(odd, mapping, default=tokens["tok"].str.to_lowercase())
     joined = (
         tokens.with_columns(tok=norm_tok)
         .group_by("doc", maintain_order=True)
         .agg(pl.col("tok").str.join(" "))
     )
-    out = pl.DataFrame({"doc": pl.int_range(texts.len(), eager=True)}).join(
-        joined, on="doc", how="left", maintain_order="left")["tok"].fill_null("")
-    if odd.len():  # NFKC may have put spaces at the edges of a token or inside it
-        out = out.str.replace_all(_RUST_SPACE, " ").str.strip_chars(" ")
-    return out.alias(name)
+    slow = (
+        pl.DataFrame({"doc": pl.int_range(others.len(), eager=True)})
+        .join(joined, on="doc", how="left", maintain_order="left")["tok"]
+        .fill_null("")
+        # NFKC may have put spaces at the edges of a token or inside it
+        .str.replace_all(_RUST_SPACE, " ")
+        .str.strip_chars(" ")
+    )
+    return fast.scatter(rows, slow).alias(name)
 
 
 def _normalize_ascii_fast(texts: pl.Series, *, strip_punctuation: bool) -> pl.Series:
