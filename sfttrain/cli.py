@@ -119,6 +119,52 @@ def plan(shards, model_path, full, quant, config_file, overrides, gpu_mem, act_b
         raise failure
 
 
+@cli.command("lr-find")
+@_config_options
+@click.option("--plot", "plot_path", metavar="FILE", default=None,
+              help="Write the loss and smoothed loss against lr here as PNG.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print every step (lr, loss, smoothed loss) and the suggestion as JSON.")
+@handle_errors
+def lr_find(shards, model_path, full, quant, config_file, overrides, plot_path, as_json):
+    """Learning-rate range test from a fresh adapter; prints a suggested lr (writes no run).
+
+    The lr grows exponentially from lr_find_min to lr_find_max over lr_find_steps optimizer
+    steps of the run's effective batch; the test stops when the smoothed loss passes 4x its
+    minimum. Suggested lr: the lr of the lowest smoothed loss / 10. `run lr=auto` does the same.
+
+    \b
+    Example:
+      sfttrain lr-find shards/ --model smol.gguf --plot lr.png && sfttrain run shards/ --model smol.gguf lr=auto
+    """
+    import json
+
+    if plot_path is not None and not plot_path.lower().endswith(".png"):
+        raise click.UsageError("--plot writes a PNG; give a file name ending in .png.")
+    config = _build(config_file, overrides, quant, full)
+    from sftdata.errors import CheckFailed
+    from sftdata.outputs import Spec, atomic_path, check
+
+    check([], [Spec("--plot", plot_path)] if plot_path else [])
+    from .lr_find import find, plot
+
+    _quiet_transformers()
+    result = find(shards, model_path, config, say=say, warn=warn)
+    for line in result.lines():
+        say(f"sfttrain lr-find: {line}")
+    if plot_path:
+        with atomic_path(plot_path, "--plot") as tmp:
+            plot(result, tmp)
+    failure = verdict(CheckFailed("no learning rate to suggest; see the lines above")
+                      if result.suggestion is None else None)
+    if as_json:
+        click.echo(json.dumps(result.as_dict(), indent=2))
+    elif result.suggestion is not None:
+        click.echo(f"lr={result.suggestion:.3g}")  # stdout: ready for `sfttrain run ... $(...)`
+    if failure:
+        raise failure
+
+
 @cli.command()
 @click.argument("run_dirs", nargs=-1, required=True, metavar="RUN...",
                 type=click.Path(exists=True, file_okay=False))

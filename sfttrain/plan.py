@@ -133,6 +133,7 @@ class Plan:
     notes: list[str] = field(default_factory=list)
     suggestion: str | None = None
     quant: str = "nf4"
+    levers: list[Lever] = field(default_factory=list)  # what `run` changes on out-of-memory
 
     @property
     def fits(self) -> bool | None:
@@ -143,7 +144,7 @@ class Plan:
                 "budget": self.budget,
                 "fits": self.fits, "tokens_per_micro_batch": self.tokens_per_micro_batch,
                 "longest_sequence": self.longest, "suggestion": self.suggestion,
-                "notes": self.notes}
+                "notes": self.notes, "levers": [lever.as_dict() for lever in self.levers]}
 
 
 def predict(
@@ -218,6 +219,7 @@ def plan_for(
         config = replace(config, quant="nf4" if nf4 else "none")
     plan = predict(shape, config, longest, act_bytes, attn)
     plan.budget = budget
+    plan.levers = levers(shape, config, longest, act_bytes, attn)
     if auto:
         plan.notes.insert(0, (
             f"quant=auto: NF4, the unquantized run ({_gib(unquantized.total)}) does not fit"
@@ -257,6 +259,86 @@ def _alternatives(config: TrainConfig, longest: int):
         yield "optimizer=paged_adamw_8bit", replace(ckpt, optimizer="paged_adamw_8bit"), length
 
 
+# ---------------------------------------------------------------------------- out-of-memory levers
+
+MIN_LOSS_CHUNK = 64  # below this the head's matmuls get small and the logits are tiny anyway
+# Speed costs: rules of thumb with their reason, and a number that only breaks ties in the order.
+SPEED = {
+    "micro_batch": ("~0-15% slower on a GPU (the same tokens in smaller matmuls)", 0.10),
+    "grad_checkpointing": ("~20-35% slower (each layer's forward runs again in backward)", 0.30),
+    "optimizer": ("~0-5% slower (8-bit state updates, pages moved to the CPU under pressure)",
+                  0.03),
+    "loss_chunk": ("~1% slower (more, smaller head matmuls)", 0.01),
+}
+
+
+@dataclass
+class Lever:
+    """One change `sfttrain run` may make on out-of-memory; the effective batch never changes."""
+
+    name: str
+    changes: dict[str, Any]
+    saves: float  # predicted bytes of peak memory saved
+    speed: str
+    cost: float  # rough fraction slower (orders levers that save the same)
+    only_cuda: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "changes": self.changes, "saves": self.saves,
+                "speed": self.speed, "only_cuda": self.only_cuda}
+
+    def line(self) -> str:
+        where = " (CUDA only)" if self.only_cuda else ""
+        return f"{self.name}{where}: saves {_gib(self.saves)}, {self.speed}"
+
+
+def levers(shape: dict[str, int], config: TrainConfig, longest: int, act_bytes: int = 2,
+           attn: str = "sdpa") -> list[Lever]:
+    """The changes that lower this run's peak, ordered by memory saved (then speed cost)."""
+    from dataclasses import replace
+
+    before = predict(shape, config, longest, act_bytes, attn).total
+    found = []
+    for name, changes, only_cuda in _lever_changes(config, longest):
+        after = predict(shape, replace(config, **changes), longest, act_bytes, attn).total
+        if after < before:
+            speed, cost = SPEED[next(iter(changes))]
+            found.append(Lever(name, changes, before - after, speed, cost, only_cuda))
+    return sorted(found, key=lambda lever: (-lever.saves, lever.cost))
+
+
+def _lever_changes(config: TrainConfig, longest: int):
+    mb = config.micro_batch
+    if mb > 1:  # the largest divisor of mb up to half: the effective batch stays exact
+        smaller = max(d for d in range(1, mb // 2 + 1) if mb % d == 0)
+        accum = config.grad_accum * (mb // smaller)
+        yield (f"micro_batch {mb} -> {smaller}, grad_accum {config.grad_accum} -> {accum}",
+               {"micro_batch": smaller, "grad_accum": accum}, False)
+    if not config.grad_checkpointing:
+        yield "gradient checkpointing on", {"grad_checkpointing": True}, False
+    if config.optimizer != "paged_adamw_8bit":
+        yield (f"optimizer {config.optimizer} -> paged_adamw_8bit",
+               {"optimizer": "paged_adamw_8bit"}, True)
+    chunk = min(config.loss_chunk, mb * longest)  # no chunk is longer than a micro-batch
+    if chunk > MIN_LOSS_CHUNK:
+        shorter = max(MIN_LOSS_CHUNK, chunk // 2)
+        yield f"loss_chunk {config.loss_chunk} -> {shorter}", {"loss_chunk": shorter}, False
+
+
+def advice(config: TrainConfig, longest: int) -> str:
+    """What is left once every lever is used: changes to the data, the model or the machine."""
+    steps = []
+    if config.quant == "none" and not config.full:
+        steps.append("quant=nf4 (a 4-bit base)")
+    if longest > 256:
+        steps.append(f"re-pack shorter sequences (`sftdata pack --seq-len {longest // 2}`)")
+    if not config.full and config.lora_r > 8:
+        steps.append(f"a smaller adapter (lora_r={config.lora_r // 2})")
+    steps.append("a smaller model or a GPU with more memory")
+    return ("; ".join(steps) + "; `sfttrain plan SHARDS --model M --gpu-mem SIZE` predicts "
+            "each before loading anything")
+
+
 def parse_size(text: str) -> float:
     """'24GiB', '24GB', '80G', '512MiB' -> bytes."""
     match = re.fullmatch(r"\s*([0-9.]+)\s*([KMGT]?)(i?)B?\s*", text, flags=re.IGNORECASE)
@@ -284,4 +366,8 @@ def render(plan: Plan) -> str:
         lines.append(f"{verdict} in {_gib(plan.budget)}")
     if plan.suggestion:
         lines.append(f"to fit: {plan.suggestion}")
+    if plan.levers:
+        lines.append("on out of memory, `sfttrain run` applies in this order (effective batch "
+                     "unchanged):")
+        lines.extend(f"  {i}. {lever.line()}" for i, lever in enumerate(plan.levers, 1))
     return "\n".join(lines)

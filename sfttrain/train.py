@@ -32,6 +32,8 @@ from sftdata.shards import ShardReader, read_manifest, verify_checksums
 
 from . import loggers as L
 from . import model as M
+from . import oom as O
+from . import plan as P
 from . import quant as Q
 from .config import TrainConfig, to_dict
 from .data import PackedBatches, eval_batches
@@ -48,6 +50,7 @@ class RunResult:
     val: list[tuple[int, float]] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
     stopped: str = ""  # "", "early_stopping", "stop_at_step"
+    oom: list[dict] = field(default_factory=list)  # out-of-memory levers applied in this run
 
 
 def run(
@@ -92,10 +95,14 @@ def run(
     # the longest packed train sequence: what plan-based decisions size activations by
     longest = int(max(ShardReader(shard_dir, "train").lengths(), default=0))
     config, why = _resolve_quant(config, out, ckpt, longest, shape, device, dtype)
+    # lr=auto's lr and the out-of-memory levers of the run being resumed (run.json's record)
+    config, record, kept = _resume_decisions(config, out, ckpt)
     if ckpt is not None:
         _check_resumable(out, manifest, model_path, config)
     if is_main:
         say(f"sfttrain: {why}")
+        for line in kept:
+            say(f"sfttrain: {line}")
     probe = None
     if config.quant == "nf4" and config.quant_check and ckpt is None and is_main:
         # the unquantized half, before the 4-bit model is loaded: the two never share memory
@@ -113,6 +120,7 @@ def run(
         say(check.line())
         if message:
             warn(message)
+    oom_hook = O.TestHook.install(model)  # SFTTRAIN_TEST_OOM_AT_STEP (tests only)
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
@@ -132,6 +140,10 @@ def run(
     steps_per_epoch = train.batches_per_epoch // config.grad_accum
     total_steps = config.max_steps or steps_per_epoch * config.epochs
     effective = config.micro_batch * config.grad_accum * world
+    if config.lr == "auto":  # a range test on this very adapter, which is then put back
+        config, record["lr_find"] = _auto_lr(model, loss_fn, train, config, device,
+                                             _autocast(device, dtype), world,
+                                             say if is_main else None)
 
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = _make_optimizer(trainable, config)
@@ -157,7 +169,7 @@ def run(
         if is_main:
             say(f"sfttrain: resumed from {ckpt} at step {state['step']}")
     if is_main:
-        _write_run_info(out, shard_dir, model_path, model_dir, manifest, config)
+        _write_run_info(out, shard_dir, model_path, model_dir, manifest, config, record)
         _trim_metrics(out / "metrics.jsonl", state["step"])
         L.start(out, config, state["step"])  # report_to: copies of each metrics row
 
@@ -182,33 +194,51 @@ def run(
     last_line = -math.inf
     started = time.perf_counter()  # after the baseline: ETA and tokens/s are about training
     model.train()
+    act_bytes = Q.DTYPE_BYTES.get(dtype, 4)
+    said: set[str] = set()  # levers this device cannot use, said once
     for _ in bar:
-        batches = [train.batch(*divmod_epoch(state["micro"] + i, train.batches_per_epoch))
-                   for i in range(config.grad_accum)]
-        counts = torch.tensor([sum(b.supervised for b in batches), sum(b.tokens for b in batches)],
-                              dtype=torch.float64)
-        _all_reduce(counts, world)
-        supervised, tokens = max(int(counts[0]), 1), int(counts[1])
+        rng = _rng_state()  # a step redone after out-of-memory draws the same dropout masks
+        while True:
+            batches = [train.batch(*divmod_epoch(state["micro"] + i, train.batches_per_epoch))
+                       for i in range(config.grad_accum)]
+            counts = torch.tensor([sum(b.supervised for b in batches),
+                                   sum(b.tokens for b in batches)], dtype=torch.float64)
+            _all_reduce(counts, world)
+            supervised, tokens = max(int(counts[0]), 1), int(counts[1])
+            if oom_hook:
+                oom_hook.arm(state["step"] + 1, len(batches))
+            try:
+                loss_sum = forward_backward(loss_fn, batches, supervised, world, device, autocast)
+                grad_norm = torch.nn.utils.clip_grad_norm_(trainable,
+                                                           config.max_grad_norm or math.inf)
+                lr = scheduler.get_last_lr()[0]  # the rate this step used (logged, not the next)
+                optimizer.step()
+                break
+            except torch.OutOfMemoryError as exc:
+                error = (str(exc).splitlines() or ["out of memory"])[0]
+            # out of the handler, the failed step's tensors are unreachable: free, change, redo
+            config, optimizer, scheduler, train, lever = _survive_oom(
+                error, state, config, model, loss_fn, optimizer, scheduler, train, trainable,
+                shard_dir=shard_dir, pad_id=pad_id, rank=rank, world=world, device=device,
+                act_bytes=act_bytes, attn=attn, shape=shape, longest=longest,
+                total_steps=total_steps, applied=record["oom_levers"], said=said, say=say)
+            _set_rng_state(rng)
+            result.oom.append(lever)
+            if is_main:
+                say(f"sfttrain: out of memory at step {lever['step']}: {lever['lever']} (plan: "
+                    f"saves {lever['saves_bytes'] / 2**30:.2f} GiB, {lever['speed']}); effective "
+                    f"batch still {config.micro_batch * config.grad_accum * world}; redoing step "
+                    f"{lever['step']} from the same records")
+                _write_run_info(out, shard_dir, model_path, model_dir, manifest, config, record)
+                _append_metric(out, {"step": lever["step"], "oom_lever": lever["lever"],
+                                     "changes": lever["changes"]})
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
         if config.data_log:  # lineage: which records each rank trained on at each step
             # (after the all-reduce: rank 0 has set up the run directory by then)
             ids = [rid for b in batches for row in b.record_ids for rid in row]
             with open(out / f"data-rank{rank}.jsonl", "a") as fh:
                 fh.write(json.dumps({"step": state["step"] + 1, "record_ids": ids}) + "\n")
-        loss_sum = torch.zeros((), dtype=torch.float64)
-        for i, batch in enumerate(batches):
-            batch = batch.to(device)
-            sync = world == 1 or i == len(batches) - 1
-            with (_null_context() if sync else loss_fn.no_sync()), autocast:
-                part, _ = loss_fn(batch)
-                # DDP averages gradients over ranks; multiply by world to keep the token weighting.
-                (part * world / supervised).backward()
-            loss_sum += part.detach().double().cpu()
-        _all_reduce(loss_sum, world)
-        grad_norm = torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm or math.inf)
-        lr = scheduler.get_last_lr()[0]  # the rate this step used (logged, not the next one)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
         state["step"] += 1
         state["micro"] += config.grad_accum
         state["tokens"] += tokens
@@ -274,6 +304,8 @@ def run(
     summary = _summary(config, shape, tokens_this_run, elapsed - eval_seconds, device, rss_before,
                        train, world, state, result)
     summary["eval_seconds"] = round(eval_seconds, 3)
+    summary["lr"] = config.lr
+    summary["oom_levers"] = record["oom_levers"]
     if check is not None:
         summary["quant_check"] = check.as_dict()
     result.summary = summary
@@ -289,6 +321,118 @@ def run(
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
     return result
+
+
+def forward_backward(loss_fn, batches, supervised: int, world: int, device, autocast) -> torch.Tensor:
+    """Gradients of one optimizer step (its micro-batches, token-weighted by the step's global
+    supervised count); returns the step's summed loss over all ranks."""
+    loss_sum = torch.zeros((), dtype=torch.float64)
+    for i, batch in enumerate(batches):
+        batch = batch.to(device)
+        sync = world == 1 or i == len(batches) - 1
+        with (_null_context() if sync else loss_fn.no_sync()), autocast:
+            part, _ = loss_fn(batch)
+            # DDP averages gradients over ranks; multiply by world to keep the token weighting.
+            (part * world / supervised).backward()
+        loss_sum += part.detach().double().cpu()
+    _all_reduce(loss_sum, world)
+    return loss_sum
+
+
+def _auto_lr(model, loss_fn, train, config, device, autocast, world, say):
+    """lr=auto: the range test's suggestion, and what run.json records of the test."""
+    from sftdata.errors import CheckFailed
+
+    from . import lr_find
+
+    with lr_find.snapshot(model):
+        try:
+            found = lr_find.range_test(model, loss_fn, train, config, device, autocast, world,
+                                       say=say)
+        except torch.OutOfMemoryError:
+            found = None  # raised below, out of the handler (its tensors then freed)
+    if found is None:
+        raise O.OutOfMemory("out of memory in the lr=auto range test. Fix: give lr= "
+                            "explicitly, or lower micro_batch (plan's levers apply to training)")
+    for line in found.lines() if say else ():
+        say(f"sfttrain: lr=auto: {line}")
+    if found.suggestion is None:
+        raise CheckFailed(f"lr=auto found no learning rate ({'; '.join(found.notes)}). Fix: "
+                          "look at the curve with `sfttrain lr-find SHARDS --model M --plot "
+                          "lr.png` and give lr= explicitly")
+    keep = ("suggestion", "rule", "min_lr", "min_loss", "steepest_lr", "stopped", "planned",
+            "effective_batch")
+    info = {k: v for k, v in found.as_dict().items() if k in keep}
+    info["steps"] = len(found.lrs)
+    return replace(config, lr=found.suggestion), info
+
+
+def _resume_decisions(config, out: Path, ckpt):
+    """What a resumed run keeps from its start: the lr that lr=auto found and the levers applied
+    on out-of-memory. Returns the config, run.json's record of both, and lines to say."""
+    record: dict[str, Any] = {"lr_find": None, "oom_levers": []}
+    try:
+        before = json.loads((out / "run.json").read_text()) if ckpt is not None else {}
+    except (OSError, json.JSONDecodeError):
+        before = {}
+    record["lr_find"] = before.get("lr_find")
+    record["oom_levers"] = list(before.get("oom_levers") or [])
+    kept = []
+    recorded = (before.get("config") or {}).get("lr")
+    if config.lr == "auto" and isinstance(recorded, (int, float)) and record["lr_find"]:
+        config = replace(config, lr=float(recorded))
+        kept.append(f"lr=auto: {recorded:.3g}, as the run being resumed found it")
+    for lever in record["oom_levers"]:  # each applies where the config is as it was then
+        if all(getattr(config, k) == v for k, v in lever["before"].items()):
+            config = replace(config, **lever["changes"])
+            kept.append(f"keeping '{lever['lever']}' (out of memory at step {lever['step']})")
+    return config, record, kept
+
+
+def _survive_oom(error, state, config, model, loss_fn, optimizer, scheduler, train, trainable, *,
+                 shard_dir, pad_id, rank, world, device, act_bytes, attn, shape, longest,
+                 total_steps, applied, said, say):
+    """Free the failed step's memory and apply plan's next lever; returns the new config,
+    optimizer, scheduler, batches and the lever's record. Raises OutOfMemory when none is left
+    (or with several ranks: every rank would have to change together)."""
+    step = state["step"] + 1
+    O.free(optimizer, device)
+    if world > 1:
+        raise O.OutOfMemory(f"out of memory at step {step} ({error}) on rank {rank}; levers are "
+                            f"applied in single-process runs only. Fix: "
+                            f"{P.advice(config, longest)}")
+    lever = O.choose(P.levers(shape, config, longest, act_bytes, attn), device, said, say)
+    if lever is None:
+        raise O.exhausted(step, config, applied, longest, error)
+    before = {key: getattr(config, key) for key in lever.changes}
+    old_config, config = config, replace(config, **lever.changes)
+    if config.micro_batch != old_config.micro_batch:  # the same position, in smaller batches
+        old = train
+        train = PackedBatches(shard_dir, "train", config.micro_batch, pad_id, config.seed, rank,
+                              world)
+        epoch, index = divmod(state["micro"], old.batches_per_epoch)
+        factor = old_config.micro_batch // config.micro_batch
+        state["micro"] = epoch * train.batches_per_epoch + index * factor
+    if config.grad_checkpointing and not old_config.grad_checkpointing:
+        M.causal_lm(model).gradient_checkpointing_enable(
+            gradient_checkpointing_kwargs={"use_reentrant": False})
+    if config.loss_chunk != old_config.loss_chunk:
+        loss_fn.chunk = config.loss_chunk
+    if config.optimizer != old_config.optimizer:  # the moments carried over, then the schedule
+        new = _make_optimizer(trainable, config)
+        if isinstance(optimizer, torch.optim.AdamW):
+            O.carry_adam_state(optimizer, new)
+        else:
+            new.load_state_dict(optimizer.state_dict())
+        sched = _make_scheduler(new, config, total_steps)
+        sched.load_state_dict(scheduler.state_dict())
+        for group, lr in zip(new.param_groups, sched.get_last_lr(), strict=True):
+            group["lr"] = lr
+        optimizer, scheduler = new, sched
+    record = {"step": step, "lever": lever.name, "before": before, "changes": lever.changes,
+              "saves_bytes": lever.saves, "speed": lever.speed, "error": error}
+    applied.append(record)
+    return config, optimizer, scheduler, train, record
 
 
 def divmod_epoch(micro: int, per_epoch: int) -> tuple[int, int]:
@@ -406,7 +550,10 @@ def _load_checkpoint(path: Path, model, optimizer, scheduler, state) -> None:
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
     state.update(json.loads((path / "state.json").read_text()))
     rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
-    rng = torch.load(path / f"rng-{rank}.pt", weights_only=False)
+    _set_rng_state(torch.load(path / f"rng-{rank}.pt", weights_only=False))
+
+
+def _set_rng_state(rng: dict[str, Any]) -> None:
     torch.set_rng_state(rng["torch"])
     np.random.set_state(rng["numpy"])
     random.setstate(rng["python"])
@@ -442,7 +589,8 @@ def _save_final(out: Path, model, tokenizer, config: TrainConfig, best_step: int
     tokenizer.save_pretrained(out / "tokenizer")
 
 
-def _write_run_info(out, shard_dir, model_path, model_dir, manifest, config) -> None:
+def _write_run_info(out, shard_dir, model_path, model_dir, manifest, config,
+                    record=None) -> None:
     info = {
         "model": str(Path(model_path).resolve()),
         "model_dir": str(Path(model_dir).resolve()),
@@ -457,6 +605,7 @@ def _write_run_info(out, shard_dir, model_path, model_dir, manifest, config) -> 
         "splits": {name: {k: s.get(k) for k in ("sequences", "supervised_tokens")}
                    for name, s in manifest["splits"].items()},
     }
+    info.update(record or {})  # lr_find (lr=auto) and oom_levers
     (out / "run.json").write_text(json.dumps(info, indent=2) + "\n")
 
 
