@@ -224,14 +224,14 @@ def check_mergeable(adapters: list[Adapter]) -> None:
     for what, where, value, fix in FIELDS:
         if value is None:  # the base: the same directory, or copies with the same bytes
             dirs = [_model_dir(a.info) for a in adapters]
-            keys = [str(d) for d in dirs]
-            if len(set(keys)) > 1:
+            values = [str(d) for d in dirs]
+            if len(set(dirs)) > 1:
                 prints = {d: base_fingerprint(d) for d in set(dirs)}
-                if len(set(prints.values())) > 1:
-                    keys = [f"{a.info['model']}" for a in adapters]
-                else:
-                    keys = [keys[0]] * len(adapters)
-            values = keys
+                # shown as the user gave it (a .gguf file, or a directory), one per base
+                shown: dict[str, str] = {}
+                for a, d in zip(adapters, dirs, strict=True):
+                    shown.setdefault(prints[d], str(a.info["model"]))
+                values = [shown[prints[d]] for d in dirs]
         else:
             values = [value(a) for a in adapters]
         if len(set(values)) > 1:
