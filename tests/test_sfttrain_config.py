@@ -54,7 +54,7 @@ def test_yaml_file_bad_types(tmp_path):
     with pytest.raises(ConfigError) as err:
         build_config(path)
     assert err.value.problems == [
-        "lr: expected a number, got 'fast'",
+        "lr: expected a number or auto, got 'fast'",
         "epochs: expected an integer, got 2.5",
         "full: full fine-tuning needs quant=none (a 4-bit base cannot be trained)",
     ]
