@@ -101,3 +101,58 @@ def test_render_template_ray_equals_local(ray_cluster, parts, tmp_path):
     for name in ("manifest.json", "part-00000.parquet"):
         assert (tmp_path / "local" / name).read_bytes() == (tmp_path / "ray" / name).read_bytes()
     assert read_dir(tmp_path / "ray").height == 240
+
+
+@pytest.mark.parametrize("extra", [[], ["--keep", "score", "--mode", "near"], ["--approx"]],
+                         ids=["both", "near-keep-score", "approx"])
+def test_dedup_ray_equals_local(ray_cluster, parts, tmp_path, extra):
+    outs = {}
+    for engine in ("local", "ray"):
+        result = run("dedup", str(parts), "-o", f"{tmp_path}/{engine}/", "--dupes",
+                     f"{tmp_path}/{engine}-dupes/", "--threshold", "0.7", "--engine", engine,
+                     *extra)
+        outs[engine] = result.stderr.replace(f"{tmp_path}/{engine}", "OUT")
+    for name in ("", "-dupes"):
+        for f in ("manifest.json", "part-00000.parquet"):
+            assert ((tmp_path / f"local{name}" / f).read_bytes()
+                    == (tmp_path / f"ray{name}" / f).read_bytes()), (name, f)
+    dupes = read_dir(tmp_path / "ray-dupes")
+    assert dupes.height > 20 and set(dupes["reason"]) == ({"near"} if "near" in extra
+                                                          else {"exact", "near"})
+    assert outs["local"] == outs["ray"]  # the same counts, banding and rejected pairs
+
+
+def test_tokenize_ray_equals_local(ray_cluster, parts, tmp_path):
+    """Rendered parts tokenized on both engines: same ids, labels, rejects and report."""
+    from conftest import FIXTURES
+
+    tok = str(FIXTURES / "tokenizers/tiny-chatml")
+    run("render-template", str(parts), "-t", "chatml", "-o", f"{tmp_path}/rendered/",
+        "--to", "jsonl")
+    for engine in ("local", "ray"):
+        run("tokenize", f"{tmp_path}/rendered/", "-t", tok, "--max-len", "60",
+            "--truncation", "drop", "--rejects", f"{tmp_path}/{engine}-rej.jsonl",
+            "--report", f"{tmp_path}/{engine}.json", "-o", f"{tmp_path}/{engine}/",
+            "--engine", engine)
+    for f in ("ray/manifest.json", "ray/part-00000.parquet", "ray-rej.jsonl", "ray.json"):
+        assert (tmp_path / f).read_bytes() == (tmp_path / f.replace("ray", "local")).read_bytes()
+    report = json.loads((tmp_path / "ray.json").read_text())
+    assert report["rows_in"] == 240 and report["rows_too_long_dropped"] > 0
+
+
+def test_errors_name_the_part_and_row_on_both_engines(ray_cluster, tmp_path):
+    """A record the template refuses, in the second part: the same error line on both engines."""
+    df = corpus(80)
+    bad = df.with_columns(pl.when(pl.int_range(pl.len()) == 62)
+                          .then(pl.col("messages").list.eval(
+                              pl.element().struct.with_fields(pl.lit("robot").alias("role"))))
+                          .otherwise(pl.col("messages")).alias("messages"))
+    write_parts(bad, tmp_path / "d", rows_per_part=50)
+    lines = []
+    for engine in ("local", "ray"):
+        result = CliRunner().invoke(cli, ["render-template", str(tmp_path / "d"), "-t", "chatml",
+                                          "--engine", engine])
+        assert result.exit_code == 1, result.output
+        lines.append(result.stderr.strip().splitlines()[-1])
+    assert lines[0] == lines[1]
+    assert "part-00001.parquet, row 13" in lines[0] and "Traceback" not in lines[0]

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import click
 
-from ..io import STDIO, display_name, read_records, write_table
+from ..datasets import open_writer
+from ..io import STDIO, display_name
 from ..text import VIEWS
 from ._common import (
     check_paths,
+    dir_outputs,
+    engine_options,
     file_option,
     handle_errors,
     input_argument,
@@ -48,12 +53,14 @@ NEAR_ONLY = ("threshold", "num_perm", "ngram", "unit", "approx", "verify")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Processes for MinHash (default: all cores).")
 @seed_option
+@engine_options
 @click.pass_context
 @handle_errors
 def dedup(
     ctx: click.Context, input_path: str, output: str, to: str | None, mode: str, on: str,
     punctuation: bool, threshold: float, num_perm: int, ngram: int, unit: str, approx: bool,
-    verify: bool, keep: str, dupes: str | None, workers: int | None, seed: int,
+    verify: bool, keep: str, dupes: str | None, workers: int | None, seed: int, engine: str,
+    ray_address: str | None,
 ) -> None:
     """Drop exact and near-duplicate records.
 
@@ -62,17 +69,32 @@ def dedup(
       sftdata convert raw.json | sftdata dedup --threshold 0.8 --dupes dupes.jsonl > clean.jsonl
     """
     _check_flags(ctx, mode, output, dupes, approx, verify)
-    check_paths([("INPUT", input_path)], [("-o", output), ("--dupes", dupes)])
-    from ..ops.dedup import dedup as run_dedup
+    outs = [("-o", output), ("--dupes", dupes)]
+    check_paths([("INPUT", input_path)], outs, dir_outputs(*outs))
+    from ..engines import get_engine
 
-    records = read_records(input_path)
-    result = run_dedup(
-        records, mode=mode, on=on, threshold=threshold, num_perm=num_perm, ngram=ngram,
-        unit=unit, punctuation=punctuation, approx=approx, keep=keep, seed=seed, workers=workers,
-    )
-    write_table(result.kept, output, to, "-o")
-    if dupes:
-        write_table(result.dupes, dupes, label="--dupes")
+    eng = get_engine(engine, ray_address)
+    units = eng.plan(input_path)
+    options = dict(mode=mode, on=on, threshold=threshold, num_perm=num_perm, ngram=ngram,
+                   unit=unit, punctuation=punctuation, approx=approx, keep=keep, seed=seed)
+    if eng.name == "ray":  # the global steps as shuffles (sftdata/engines/ray_dedup.py)
+        from ..engines.ray_dedup import dedup as ray_dedup
+
+        result = ray_dedup(eng, units, **options)
+        parts = result.parts
+    else:
+        from ..ops.dedup import dedup as run_dedup
+
+        result = run_dedup(eng.read(units), workers=workers, **options)
+        result.kept_rows = result.kept.height
+        parts = iter([(result.kept, result.dupes)])
+    with contextlib.ExitStack() as stack:  # on error every output is discarded, never half-kept
+        out = stack.enter_context(open_writer(output, to, "-o"))
+        dropped = stack.enter_context(open_writer(dupes, None, "--dupes")) if dupes else None
+        for kept, dupe_rows in parts:
+            out.write(kept)
+            if dropped is not None:
+                dropped.write(dupe_rows)
     _summarize(result, display_name(input_path), mode, on, threshold, num_perm, approx, dupes)
 
 
@@ -101,7 +123,7 @@ def _check_flags(
 def _summarize(result, source: str, mode: str, on: str, threshold: float, num_perm: int,
                approx: bool, dupes: str | None) -> None:
     say(
-        f"dedup {source}: {result.rows_in} in, {result.kept.height} kept, {result.dropped} dropped "
+        f"dedup {source}: {result.rows_in} in, {result.kept_rows} kept, {result.dropped} dropped "
         f"(exact {result.dropped_exact}, near {result.dropped_near}) in {result.clusters} clusters"
     )
     if mode != "exact":

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import click
 
-from ..io import atomic_path, read_records, write_json, write_table
+from ..datasets import open_writer
+from ..io import atomic_path, write_json
 from ._common import (
     check_paths,
+    dir_outputs,
+    engine_options,
     file_option,
     handle_errors,
     input_argument,
@@ -61,12 +65,13 @@ from ._common import (
 @file_option("--plot", "plot_path", help="Write a histogram of tokens per record here as PNG.")
 @output_options
 @rejects_option
+@engine_options
 @handle_errors
 def tokenize(
     input_path: str, tokenizer_spec: str, backend: str, special: str | None, eos: str | None,
     pad: str | None, train_on: str, train_eot: bool, train_prompt: bool, max_len: int | None,
     truncation: str | None, allow_split_tokens: bool, report_path: str | None, plot_path: str | None, output: str,
-    to: str | None, rejects: str | None,
+    to: str | None, rejects: str | None, engine: str, ray_address: str | None,
 ) -> None:
     """Tokenize rendered records into input_ids and labels (-100: not trained).
 
@@ -80,12 +85,13 @@ def tokenize(
         raise click.UsageError("--special applies to tiktoken tokenizers only.")
     if plot_path is not None and not plot_path.lower().endswith(".png"):
         raise click.UsageError("--plot writes a PNG; give a file name ending in .png.")
+    outs = [("-o", output), ("--rejects", rejects), ("--report", report_path),
+            ("--plot", plot_path)]
     check_paths([("INPUT", input_path),
                  ("--tokenizer", tokenizer_spec if os.path.isfile(tokenizer_spec) else None)],
-                [("-o", output), ("--rejects", rejects), ("--report", report_path),
-                 ("--plot", plot_path)])
+                outs, dir_outputs(("-o", output), ("--rejects", rejects)))
+    from ..engines import get_engine
     from ..ops.tokenize import plot_lengths
-    from ..ops.tokenize import tokenize as op
     from ..tokenizers import TokenizerError, load_tokenizer, parse_specials
 
     try:
@@ -94,26 +100,68 @@ def tokenize(
         raise click.UsageError(str(exc)) from None
     if special and tok.backend == "hf":
         raise click.UsageError("--special applies to tiktoken tokenizers only.")
-    df = read_records(input_path)
-    result = op(
-        df, tok, train_on=train_on, train_eot=train_eot, train_prompt=train_prompt,
-        max_len=max_len, truncation=truncation or "right",
-        source=None if input_path == "-" else input_path, allow_split_tokens=allow_split_tokens,
-    )
-    report = result.report
-    unsupervised = report["rows_no_supervised"]
-    if unsupervised and rejects is None:
-        raise _no_supervised_error(unsupervised, result.rejects, result.reject_rows,
-                                   None if input_path == "-" else input_path)
-    write_table(result.records, output, to, "-o")
-    if rejects is not None:
-        write_table(result.rejects, rejects, label="--rejects")
+    eng = get_engine(engine, ray_address)
+    units = eng.plan(input_path)
+    options = dict(train_on=train_on, train_eot=train_eot, train_prompt=train_prompt,
+                   max_len=max_len, truncation=truncation or "right",
+                   allow_split_tokens=allow_split_tokens)
+    reports, lengths, n_tokens = [], [], []
+    with contextlib.ExitStack() as stack:  # on error every output is discarded, never half-kept
+        out = stack.enter_context(open_writer(output, to, "-o"))
+        bad = stack.enter_context(open_writer(rejects, None, "--rejects")) if rejects else None
+        for name, result in eng.map(units, _tokenize_unit, tok, options):
+            unsupervised = result.report["rows_no_supervised"]
+            if unsupervised and rejects is None:
+                raise _no_supervised_error(unsupervised, result.rejects, result.reject_rows, name)
+            out.write(result.records)
+            if bad is not None:
+                bad.write(result.rejects)
+            reports.append(result.report)
+            lengths.append(result.lengths)
+            n_tokens.append(result.records["n_tokens"].to_numpy())
+    report = _merged(reports, lengths, n_tokens)
     if report_path:
         write_json(report, report_path, "--report")
     if plot_path:
+        import numpy as np
+
         with atomic_path(plot_path, "--plot") as tmp:
-            plot_lengths(result.lengths, str(tmp), max_len)
+            plot_lengths(np.concatenate(lengths), str(tmp), max_len)
     _summarize(report, rejects)
+
+
+def _tokenize_unit(frame, unit, tok, options):
+    """One unit of input through the op (module level: Ray workers import it); row numbers in
+    its errors are rebased to the unit's file by the engine."""
+    from ..ops.tokenize import tokenize as op
+
+    name = None if unit.name == "<stdin>" else unit.name
+    result = op(frame, tok, source=name, **options)
+    if result.reject_rows and unit.first_row:
+        result.reject_rows = [r + unit.first_row for r in result.reject_rows]
+    return name, result
+
+
+_SAME = ("max_len", "truncation", "char_cap", "tokenizer")
+
+
+def _merged(reports: list[dict], lengths: list, n_tokens: list) -> dict:
+    """One report from the units' reports: counts added, length statistics over every row."""
+    import numpy as np
+
+    from ..ops.tokenize import _stats
+
+    if len(reports) == 1:
+        return reports[0]
+    merged = {}
+    for key, value in reports[0].items():
+        if key in _SAME or not isinstance(value, int) or isinstance(value, bool):
+            merged[key] = value
+        else:
+            merged[key] = sum(r[key] for r in reports)
+    merged["length_before_truncation"] = _stats(np.concatenate(lengths))
+    merged["length_out"] = _stats(np.concatenate(n_tokens))
+    return merged
 
 
 def _no_supervised_error(count: int, rejects, rows: list[int], source: str | None) -> Exception:

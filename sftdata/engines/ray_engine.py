@@ -52,7 +52,7 @@ def quiet() -> None:
     import ray.data
 
     for name in ("ray", "ray.data", "ray.data._internal"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+        logging.getLogger(name).setLevel(logging.CRITICAL)  # a failed task is our error line
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.enable_operator_progress_bars = False
@@ -60,6 +60,28 @@ def quiet() -> None:
     ctx.enable_auto_log_stats = False
     ctx.verbose_stats_logs = False
     ctx.execution_options.preserve_order = True
+
+
+def shuffle(ds: Any, key: str, fn: Callable[..., Any], *args: Any) -> Any:
+    """Hash-partition ``ds`` on the int64 column ``key`` into :func:`partitions` parts and call
+    ``fn(part, *args)`` once per part (an Arrow table holding every row of its keys), so the
+    op groups a whole partition with numpy instead of one Python call per key."""
+    import numpy as np
+    import pyarrow as pa
+
+    count = partitions()
+
+    def tag(t: Any) -> Any:
+        keys = t[key].to_numpy(zero_copy_only=False).astype(np.int64).view(np.uint64)
+        with np.errstate(over="ignore"):
+            mixed = (keys * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(40)
+        return t.append_column("_p", pa.array((mixed % np.uint64(count)).astype(np.int64)))
+
+    def call(t: Any) -> Any:
+        return fn(t.drop_columns(["_p"]), *args)
+
+    tagged = ds.map_batches(tag, batch_format="pyarrow")
+    return tagged.groupby("_p", num_partitions=count).map_groups(call, batch_format="pyarrow")
 
 
 def partitions() -> int:
@@ -183,16 +205,29 @@ def materialize(ds: Any) -> Any:
 
 def unwrap(exc: BaseException) -> BaseException:
     """The SftError inside a Ray failure, or a DataError that says what failed."""
-    seen: set[int] = set()
+    for cause in _chain(exc):
+        if isinstance(cause, SftError):
+            return cause
+    inner = exc
+    for cause in _chain(exc):
+        if not type(cause).__module__.startswith("ray"):
+            inner = cause
+    if inner is exc:
+        lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+        text = lines[-1] if lines else type(exc).__name__
+    else:
+        text = f"{type(inner).__name__}: {str(inner).strip().splitlines()[0] if str(inner) else ''}"
+    return DataError(f"a Ray task failed ({text})",
+                     fix="run the same command with --engine local to see whether the input "
+                         "is the cause, and check the Ray cluster's logs")
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    out, seen = [], set()
     cause: BaseException | None = exc
     while cause is not None and id(cause) not in seen:
         seen.add(id(cause))
-        if isinstance(cause, SftError):
-            return cause
+        out.append(cause)
         inner = getattr(cause, "cause", None)
         cause = inner if isinstance(inner, BaseException) else (cause.__cause__ or cause.__context__)
-    text = str(exc).strip().splitlines()
-    last = next((line for line in reversed(text) if line.strip()), type(exc).__name__)
-    return DataError(f"a Ray task failed ({last.strip()})",
-                     fix="run the same command with --engine local to see whether the input "
-                         "is the cause, and check the Ray cluster's logs")
+    return out
