@@ -19,6 +19,7 @@ evidence, never as the suggestion). The choice is checked on SmolLM2 in docs/sft
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -169,6 +170,7 @@ def range_test(model, loss_fn, train, config, device, autocast, world: int = 1,
         say(f"sfttrain lr-find: {steps} steps, lr {lrs[0]:.3g} to {lrs[-1]:.3g} (x"
             f"{lrs[1] / lrs[0]:.3f} a step), effective batch {tracker.result.effective_batch}")
     model.train()
+    last_line = time.perf_counter()
     for i, lr in enumerate(lrs):
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -181,7 +183,12 @@ def range_test(model, loss_fn, train, config, device, autocast, world: int = 1,
         torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm or math.inf)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        if tracker.add(lr, float(loss_sum) / supervised):
+        stop = tracker.add(lr, float(loss_sum) / supervised)
+        if say and time.perf_counter() - last_line >= config.progress_seconds:
+            last_line = time.perf_counter()
+            say(f"sfttrain lr-find: step {i + 1}/{steps} lr {lr:.3g} loss "
+                f"{tracker.result.losses[-1]:.4f} smoothed {tracker.result.smoothed[-1]:.4f}")
+        if stop:
             break
     del optimizer
     return tracker.finish()
