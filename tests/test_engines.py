@@ -156,3 +156,20 @@ def test_errors_name_the_part_and_row_on_both_engines(ray_cluster, tmp_path):
         lines.append(result.stderr.strip().splitlines()[-1])
     assert lines[0] == lines[1]
     assert "part-00001.parquet, row 13" in lines[0] and "Traceback" not in lines[0]
+
+
+def test_split_ray_equals_local(ray_cluster, tmp_path):
+    """Every record in the same split, the same report, with groups spanning parts."""
+    df = corpus(160).with_columns(group=pl.when(pl.int_range(pl.len()) % 4 == 0)
+                                  .then(pl.lit("g") + (pl.int_range(pl.len()) % 7).cast(pl.String)))
+    write_parts(df, tmp_path / "d", rows_per_part=40)
+    for engine in ("local", "ray"):
+        run("split", str(tmp_path / "d"), "--stratify", "label", "--seed", "5",
+            "-o", str(tmp_path / engine), "--report", f"{tmp_path}/{engine}.json",
+            "--engine", engine)
+    assert (tmp_path / "ray.json").read_text() == (tmp_path / "local.json").read_text()
+    for name in ("train", "val", "test"):
+        ray_part = pl.read_parquet(tmp_path / "ray" / f"{name}.parquet")
+        assert ray_part.equals(pl.read_parquet(tmp_path / "local" / f"{name}.parquet"))
+    report = json.loads((tmp_path / "ray.json").read_text())
+    assert report["group_by"] == "group" and report["splits"]["train"]["records"] > 80

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
 import click
 
 from .. import outputs
-from ..io import STDIO, read_records, write_json, write_table
+from ..io import STDIO, TableWriter, write_json, write_table
 from ._common import (
     check_paths,
+    engine_options,
     handle_errors,
     input_argument,
     output_options,
@@ -45,8 +47,10 @@ _EXTENSION = {"parquet": "parquet", "jsonl": "jsonl", "arrow": "arrow"}
 @output_options
 @seed_option
 @rejects_option
+@engine_options
 @handle_errors
-def split(input_path, ratios, stratify, group_by, report_path, output, to, seed, rejects):
+def split(input_path, ratios, stratify, group_by, report_path, output, to, seed, rejects, engine,
+          ray_address):
     """Assign records to splits, stable as the dataset grows.
 
     -o names a directory that gets one file per split (DIR/train.parquet, ...), replaced
@@ -73,36 +77,100 @@ def split(input_path, ratios, stratify, group_by, report_path, output, to, seed,
         dirs=["-o"] if to_dir else [],
     )
 
-    df = read_records(input_path)
-    group_col = group_by if group_by is not None else default_group_column(df)
-    result = split_records(df, plan, seed=seed, stratify=stratify, group_by=group_col)
-    for message in result.warnings:
+    from ..engines import get_engine
+
+    eng = get_engine(engine, ray_address)
+    units = eng.plan(input_path)
+    if eng.name == "local":
+        df = eng.read(units)
+        group_col = group_by if group_by is not None else default_group_column(df)
+        result = split_records(df, plan, seed=seed, stratify=stratify, group_by=group_col)
+        report, unselected, parts = result.report, result.unselected, iter([result.parts()])
+        frames = iter([result.frame])
+    else:  # each unit split where it is; the report from a few columns of every row
+        report, unselected, parts, frames = _split_units(eng, units, plan, seed, stratify,
+                                                         group_by)
+    for message in report["warnings"]:
         warn(message)
-    _say_report(result.report)
+    _say_report(report)
 
     if rejects:  # written even when empty: a stale file from an earlier run never survives
-        write_table(result.unselected, rejects, label="--rejects")
-        if result.unselected.height:
-            say(f"{result.unselected.height} unselected record(s) written to {rejects}")
-    elif result.unselected.height:
-        say(f"{result.unselected.height} unselected record(s) not written (pass --rejects FILE to keep them)")
+        write_table(unselected, rejects, label="--rejects")
+        if unselected.height:
+            say(f"{unselected.height} unselected record(s) written to {rejects}")
+    elif unselected.height:
+        say(f"{unselected.height} unselected record(s) not written (pass --rejects FILE to keep them)")
     if report_path:
-        write_json(result.report, report_path, "--report")
+        write_json(report, report_path, "--report")
     if to_dir:
-        _write_dir(result.parts(), Path(output), to or "parquet")
+        _write_dir(parts, list(report["splits"]), Path(output), to or "parquet")
     else:
-        write_table(result.frame, STDIO, to, "-o")
+        with TableWriter(STDIO, to, "-o") as out:
+            for frame in frames:
+                out.write(frame)
 
 
-def _write_dir(parts: dict, output: Path, fmt: str) -> None:
-    """One file per split, swapped in together; other files already in the directory stay."""
-    names = {f"{name}.{_EXTENSION[fmt]}" for name in parts}
+def _split_units(eng, units, plan, seed, stratify, group_by):
+    """split on the Ray engine: ratios mode only (a record's split is a hash of its group key,
+    so every unit is split on its own); the report is computed by ops.split from the unit key,
+    split and label of every row gathered here (docs/engines.md)."""
+    import polars as pl
+
+    from ..errors import UsageProblem
+    from ..ops.split import _report, _small_strata
+
+    if plan.mode != "ratios":
+        raise UsageProblem("--engine ray splits by ratios; exact record counts need a global "
+                           "rank that the Ray engine does not compute yet: use --engine local "
+                           "or ratios such as train=0.8,val=0.1,test=0.1")
+    if group_by is None:  # local: `group` when it has any value in the whole input
+        group_by = "group" if any(eng.map(units, _has_values, "group")) else None
+    results = list(eng.map(units, _split_unit, plan, seed, stratify, group_by))
+    meta = pl.concat([r[1] for r in results], how="diagonal_relaxed")
+    changed = sum(r[2] for r in results)
+    warnings = _small_strata(meta, plan, stratify)
+    if changed:
+        warnings.insert(0, f"{changed} record(s) already had a split; it was replaced")
+    report = _report(meta, 0, plan, seed, group_by, stratify, warnings)
+    unselected = results[0][3]
+    return report, unselected, (r[0].parts() for r in results), (r[0].frame for r in results)
+
+
+def _has_values(frame, unit, column):
+    return column in frame.columns and frame[column].null_count() < frame.height
+
+
+def _split_unit(frame, unit, plan, seed, stratify, group_by):
+    """One unit split by the op, with the columns the report needs (Ray workers import it)."""
+    import polars as pl
+
+    from ..ops.split import _unit_keys
+    from ..ops.split import split as split_records
+
+    result = split_records(frame, plan, seed=seed, stratify=stratify, group_by=group_by)
+    cols = [c for c in dict.fromkeys(["label", stratify]) if c and c in frame.columns]
+    meta = result.frame.select("split", *cols).with_columns(
+        _unit_keys(frame, group_by).alias("_unit"))
+    changed = int(frame["split"].is_not_null().sum()) if "split" in frame.columns else 0
+    return result, meta, changed, result.unselected.head(0).with_columns(
+        pl.lit(None, pl.String).alias("split"))
+
+
+def _write_dir(parts, names: list[str], output: Path, fmt: str) -> None:
+    """One file per split, swapped in together; other files already in the directory stay.
+    ``parts`` yields {split name: frame} per unit of work, in input order."""
+    files = {name: f"{name}.{_EXTENSION[fmt]}" for name in names}
     before = set(os.listdir(output)) if output.is_dir() else set()
     with outputs.building_dir(output, "-o", keep_others=True) as build:
-        for name, part in parts.items():
-            write_table(part, build.path / f"{name}.{_EXTENSION[fmt]}", fmt, "-o")
-    say(f"wrote {len(names)} split file(s) to {output}/")
-    stale = sorted(n for n in before - names if Path(n).suffix.lstrip(".") in _EXTENSION)
+        with contextlib.ExitStack() as stack:
+            writers = {name: stack.enter_context(TableWriter(build.path / file, fmt, "-o"))
+                       for name, file in files.items()}
+            for unit_parts in parts:
+                for name, part in unit_parts.items():
+                    writers[name].write(part)
+    say(f"wrote {len(files)} split file(s) to {output}/")
+    stale = sorted(n for n in before - set(files.values())
+                   if Path(n).suffix.lstrip(".") in _EXTENSION)
     if stale:
         warn(f"{output}/ also holds {', '.join(stale)} from an earlier run; left as is")
 
