@@ -173,3 +173,19 @@ def test_split_ray_equals_local(ray_cluster, tmp_path):
         assert ray_part.equals(pl.read_parquet(tmp_path / "local" / f"{name}.parquet"))
     report = json.loads((tmp_path / "ray.json").read_text())
     assert report["group_by"] == "group" and report["splits"]["train"]["records"] > 80
+
+
+@pytest.mark.parametrize("how", [["--cap", "30"],
+                                 ["--target", "l0=0.6,l1=0.2,l2=0.2", "--strategy", "upsample"]],
+                         ids=["cap", "upsample"])
+def test_balance_ray_equals_local(ray_cluster, parts, tmp_path, how):
+    """The same sample, copies (ids, meta, group) and dropped rows with reasons."""
+    for engine in ("local", "ray"):
+        run("balance", str(parts), "--by", "label", *how, "--seed", "3", "-o",
+            f"{tmp_path}/{engine}.jsonl", "--rejects", f"{tmp_path}/{engine}-rej.jsonl",
+            "--report", f"{tmp_path}/{engine}.json", "--engine", engine)
+    for name in ("", "-rej"):
+        ray_out = (tmp_path / f"ray{name}.jsonl").read_text()
+        assert ray_out == (tmp_path / f"local{name}.jsonl").read_text()
+    assert "~up" in (tmp_path / "ray.jsonl").read_text() or "--cap" in how
+    assert (tmp_path / "ray.json").read_text() == (tmp_path / "local.json").read_text()

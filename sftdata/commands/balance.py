@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import click
 
 from ._common import (
     check_paths,
+    dir_outputs,
+    engine_options,
     handle_errors,
     input_argument,
     output_options,
@@ -48,10 +52,11 @@ from ._common import (
 @output_options
 @seed_option
 @rejects_option
+@engine_options
 @handle_errors
 def balance(
     input_path, by, cap, target, mix, temperature, strategy, total, report_path, output, to, seed,
-    rejects,
+    rejects, engine, ray_address
 ):
     """Rebalance records by a class column: caps, target ratios, mixtures.
 
@@ -60,32 +65,45 @@ def balance(
       sftdata convert raw.json | sftdata balance --by label --cap 500 --rejects over_cap.jsonl > capped.jsonl
       cat narrow.jsonl broad.jsonl | sftdata balance --by source --mix narrow=0.8,broad=0.2 > mixed.jsonl
     """
-    from ..io import read_records, write_json, write_table
+    from ..datasets import open_writer
+    from ..io import write_json
     from ..ops.balance import balance as run_balance
     from ..ops.balance import check_options
 
     target_arg = target if target in (None, "uniform") else parse_key_values(target, "--target")
     mix_arg = parse_key_values(mix, "--mix") if mix is not None else None
     check_options(cap, target_arg, mix_arg, temperature, strategy, total)  # before reading input
-    check_paths([("INPUT", input_path)],
-                [("-o", output), ("--rejects", rejects), ("--report", report_path)])
+    outs = [("-o", output), ("--rejects", rejects), ("--report", report_path)]
+    check_paths([("INPUT", input_path)], outs, dir_outputs(outs[0], outs[1]))
+    from ..engines import get_engine
 
-    df = read_records(input_path)
-    result = run_balance(
-        df, by, cap=cap, target=target_arg, mix=mix_arg, temperature=temperature,
-        strategy=strategy, total=total, seed=seed,
-    )
-    _say_report(result.report)
-    n_dropped = result.report["dropped"]
-    if rejects:  # written even when empty: a stale file from an earlier run never survives
-        write_table(result.dropped, rejects, label="--rejects")
-        if n_dropped:
-            say(f"{n_dropped} dropped record(s) written to {rejects}")
-    elif n_dropped:
-        say(f"{n_dropped} dropped record(s) not written (pass --rejects FILE to keep them)")
+    eng = get_engine(engine, ray_address)
+    units = eng.plan(input_path)
+    options = dict(cap=cap, target=target_arg, mix=mix_arg, temperature=temperature,
+                   strategy=strategy, total=total, seed=seed)
+    if eng.name == "local":
+        result = run_balance(eng.read(units), by, **options)
+        report, parts = result.report, iter([(result.frame, result.dropped)])
+    else:  # counts, then the same draw, then each unit keeps its rows (engines/balance.py)
+        from ..engines.balance import balance as balance_units
+
+        report, parts = balance_units(eng, units, by, **options)
+    _say_report(report)
     if report_path:
-        write_json(result.report, report_path, "--report")
-    write_table(result.frame, output, to, "-o")
+        write_json(report, report_path, "--report")
+    with contextlib.ExitStack() as stack:  # on error every output is discarded, never half-kept
+        out = stack.enter_context(open_writer(output, to, "-o"))
+        # --rejects is written even when empty: a stale file from an earlier run never survives
+        bad = stack.enter_context(open_writer(rejects, None, "--rejects")) if rejects else None
+        for kept, dropped in parts:
+            out.write(kept)
+            if bad is not None:
+                bad.write(dropped)
+    n_dropped = report["dropped"]
+    if rejects and n_dropped:
+        say(f"{n_dropped} dropped record(s) written to {rejects}")
+    elif n_dropped and not rejects:
+        say(f"{n_dropped} dropped record(s) not written (pass --rejects FILE to keep them)")
 
 
 def _say_report(report: dict) -> None:
