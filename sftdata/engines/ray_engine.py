@@ -13,6 +13,7 @@ other worker failure is unwrapped from RayTaskError into a DataError).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pickle
@@ -28,6 +29,7 @@ PARTITIONS_PER_CPU = 2  # hash partitions of a shuffle per cluster CPU
 def init(address: str | None = None) -> None:
     """Connect to ``address`` (or $RAY_ADDRESS), else start a local Ray; quietly, once."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")  # Ray's C++ core writes to fd 2
     try:
         import ray
     except ImportError:
@@ -35,9 +37,12 @@ def init(address: str | None = None) -> None:
 
         raise UsageProblem("--engine ray needs Ray: pip install 'sftdata[ray]'") from None
     if not ray.is_initialized():
+        _probe(address or os.environ.get("RAY_ADDRESS"))
         try:
-            ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                     logging_level=logging.ERROR, configure_logging=True)
+            with _stderr_silenced():  # the C++ core's retry warnings; our error line follows
+                ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                         logging_level=logging.ERROR, configure_logging=True,
+                         num_cpus=_local_cpus(address))
         except (ConnectionError, ValueError, RuntimeError) as exc:
             from ..errors import UsageProblem
 
@@ -46,6 +51,60 @@ def init(address: str | None = None) -> None:
                                f"({str(exc).splitlines()[0]}); check the address, or leave "
                                "it out to start a local Ray") from None
     quiet()
+
+
+def _local_cpus(address: str | None) -> int | None:
+    """$SFTDATA_RAY_CPUS: how many CPUs a local Ray started here may use (benchmarks compare 1
+    and 2); ignored when joining a cluster, which knows its own."""
+    value = os.environ.get("SFTDATA_RAY_CPUS")
+    if address or os.environ.get("RAY_ADDRESS") or not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        from ..errors import UsageProblem
+
+        raise UsageProblem(f"SFTDATA_RAY_CPUS={value!r}: give a whole number of CPUs, at least 1")
+    return int(value)
+
+
+@contextlib.contextmanager
+def _stderr_silenced() -> Iterator[None]:
+    """File descriptor 2 pointed at /dev/null for the block (C++ logs bypass Python)."""
+    import sys
+
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):
+        yield
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
+def _probe(address: str | None) -> None:
+    """Fail fast on an address nothing listens at: Ray itself retries for a minute, printing a
+    warning a second from its C++ core."""
+    import socket
+
+    if not address or address in ("auto", "local"):
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=3).close()
+    except OSError as exc:
+        from ..errors import UsageProblem
+
+        raise UsageProblem(f"--ray-address: nothing answers at {address} ({exc.strerror or exc}); "
+                           "check the address (`ray status` on the head node prints it), or "
+                           "leave it out to start a local Ray") from None
 
 
 def quiet() -> None:
