@@ -362,9 +362,11 @@ def diagnose(rows: list[dict], info: dict | None = None, name: str = "run") -> R
         findings.append(Finding(
             "eval_too_small", f"+/-{val_se:.1%} on validation",
             f"the validation loss is measured on {tokens:,.0f} supervised tokens; with the "
-            f"step-to-step noise of training ({noise:.0%} at {per_step:,.0f} tokens a step) its "
-            f"standard error is about {val_se:.1%}, so validation differences below "
-            f"~{2 * val_se:.0%} between checkpoints are chance",
+            f"step-to-step noise of training ({noise:.0%} at {per_step:,.0f} tokens a step) it "
+            f"estimates the loss on unseen data of this kind only to +/-{val_se:.1%} (one "
+            f"standard error). Two checkpoints compared on the same tokens are told apart "
+            f"more precisely than that, but which one looks best still depends on which few "
+            f"records the val split happens to hold",
             f"a val split about {factor}x larger (>= {tokens * factor:,.0f} supervised tokens; "
             f"sftdata split --ratios), or eval_batches=0 if it is limited",
             evidence={"val_tokens": tokens, "val_se_rel": val_se, "factor": factor}))

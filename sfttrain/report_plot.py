@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from .report import WORDS, Report
+from .report import EDGE_FRACTION, EDGE_MIN, WORDS, Report
 
 COLORS = {"lr_too_high": "tab:red", "overfitting": "tab:purple", "lr_too_low": "tab:brown",
           "underfitting": "tab:olive", "noisy_loss": "tab:gray", "eval_too_small": "tab:pink",
@@ -28,7 +28,12 @@ def plot_report(report: Report, path: str | Path) -> None:
     loss_ax, lr_ax, grad_ax = axes
     steps = [r["step"] for r in train]
     losses = [r["loss"] for r in train]
-    loss_ax.plot(steps, losses, lw=1, color="tab:blue", label="train")
+    loss_ax.plot(steps, losses, lw=1, color="tab:blue", alpha=0.6, label="train")
+    window = max(EDGE_MIN, round(len(losses) * EDGE_FRACTION))
+    if len(losses) > window:  # the trend under the noise: the medians the report compares
+        smooth = [_median(losses[max(0, i - window + 1): i + 1]) for i in range(len(losses))]
+        loss_ax.plot(steps, smooth, lw=2, color="tab:blue",
+                     label=f"train, median of {window} steps")
     bad = [(s, x) for s, x in zip(steps, losses, strict=True) if not math.isfinite(x)]
     if report.val:
         loss_ax.plot(*zip(*report.val, strict=True), marker="o", ms=4, color="tab:orange",
@@ -75,6 +80,14 @@ def _scale(ax, values: list[float]) -> None:
     positive = [v for v in values if v > 0]
     if positive and len(positive) == len(values) and max(positive) / min(positive) > LOG_SPAN:
         ax.set_yscale("log")
+
+
+def _median(values: list[float]) -> float:
+    finite = sorted(v for v in values if math.isfinite(v))
+    if not finite:
+        return math.nan
+    mid = len(finite) // 2
+    return finite[mid] if len(finite) % 2 else (finite[mid - 1] + finite[mid]) / 2
 
 
 def _steps(steps: list[int]) -> str:
