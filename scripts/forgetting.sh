@@ -103,5 +103,12 @@ step "8. one table and one PNG"
 "$PY" "$ROOT/scripts/forgetting_report.py" task_score.json broad_score.json \
   --md forgetting.md --png forgetting.png
 cat forgetting.md
+"$PY" - <<'PY'
+import json, os, sys
+rows = json.load(open("task_score.json"))["groups"]
+acc = next(g for g in rows.values() if "accuracy" in g["metrics"])["metrics"]["accuracy"]["models"]
+if not (os.path.getsize("forgetting.png") and acc[1]["value"] > acc[0]["value"]):
+    sys.exit("forgetting FAILED: no PNG, or the tuned model does not beat the base on the task")
+PY
 echo "broad --max-drop accuracy=0.05 gate: $([ "$GATE" = 0 ] && echo passed || echo failed)" >&2
 echo "forgetting: done in $(( $(date +%s) - START )) s; see $OUT/forgetting.md and forgetting.png" >&2
