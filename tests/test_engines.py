@@ -189,3 +189,28 @@ def test_balance_ray_equals_local(ray_cluster, parts, tmp_path, how):
         assert ray_out == (tmp_path / f"local{name}.jsonl").read_text()
     assert "~up" in (tmp_path / "ray.jsonl").read_text() or "--cap" in how
     assert (tmp_path / "ray.json").read_text() == (tmp_path / "local.json").read_text()
+
+
+def test_usage_error_inside_a_ray_task_is_exit_2(ray_cluster, parts):
+    result = CliRunner().invoke(cli, ["dedup", str(parts), "--keep", "nosuch", "--engine", "ray"])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip().splitlines()[-1].startswith("Error: --keep nosuch: no such column")
+
+
+def test_jsonl_parts_by_url_and_glob(ray_cluster, tmp_path):
+    """JSONL parts read through a file:// URL and a glob give the local engine's answer; a
+    broken line names its part file and line on both engines."""
+    df = corpus(90)
+    (tmp_path / "j").mkdir()
+    for i, start in enumerate(range(0, 90, 30)):
+        df.slice(start, 30).write_ndjson(tmp_path / "j" / f"p{i}.jsonl")
+    run("dedup", f"{tmp_path}/j/*.jsonl", "-o", f"{tmp_path}/local.jsonl")
+    run("dedup", f"file://{tmp_path}/j", "-o", f"{tmp_path}/ray.jsonl", "--engine", "ray")
+    assert (tmp_path / "ray.jsonl").read_bytes() == (tmp_path / "local.jsonl").read_bytes()
+    with open(tmp_path / "j" / "p1.jsonl", "a") as fh:
+        fh.write('{"id": "broken", "messages": [\n')
+    for engine in ("local", "ray"):
+        result = CliRunner().invoke(cli, ["render-template", str(tmp_path / "j"), "-t", "chatml",
+                                          "--engine", engine])
+        assert result.exit_code == 1
+        assert f"{tmp_path}/j/p1.jsonl, line 31" in result.stderr, result.stderr

@@ -268,8 +268,22 @@ def _pickled_result(unit: datasets.Unit, fn: Callable[..., Any], args: tuple) ->
                     schema=pa.schema([("i", pa.int64()), ("payload", pa.large_binary())]))
 
 
+_MARK = "sftdata-error:"
+
+
+class _Carried(RuntimeError):
+    """Our error on its way through Ray Data, which re-wraps a task's exception and keeps only
+    its text: the pickled error rides in the text and :func:`unwrap` takes it out again."""
+
+
 def _table_result(unit: datasets.Unit, fn: Callable[..., Any], args: tuple) -> Any:
-    return _call(unit, fn, args)
+    import base64
+
+    try:
+        return _call(unit, fn, args)
+    except SftError as exc:
+        blob = base64.b64encode(pickle.dumps(exc, protocol=5)).decode("ascii")
+        raise _Carried(f"{_MARK}{blob}:end") from None
 
 
 def _unpickle(payload: bytes) -> Any:
@@ -309,9 +323,15 @@ def materialize(ds: Any) -> Any:
 
 def unwrap(exc: BaseException) -> BaseException:
     """The SftError inside a Ray failure, or a DataError that says what failed."""
+    import base64
+    import re
+
     for cause in _chain(exc):
         if isinstance(cause, SftError):
             return cause
+        found = re.search(_MARK + r"([A-Za-z0-9+/=]+):end", str(cause))
+        if found:
+            return pickle.loads(base64.b64decode(found.group(1)))
     inner = exc
     for cause in _chain(exc):
         if not type(cause).__module__.startswith("ray"):
