@@ -214,3 +214,28 @@ def test_jsonl_parts_by_url_and_glob(ray_cluster, tmp_path):
                                           "--engine", engine])
         assert result.exit_code == 1
         assert f"{tmp_path}/j/p1.jsonl, line 31" in result.stderr, result.stderr
+
+
+def test_leakcheck_ray_equals_local(ray_cluster, parts, tmp_path):
+    """Exact copies, edited copies (n-gram and near evidence) and unrelated items: the same
+    matches, evidence and summary from both engines."""
+    train = read_dir(parts)
+    rng = random.Random(9)
+    answers = train["messages"].list.get(1).struct.field("content").to_list()
+    items = []
+    for i in range(12):
+        text = answers[rng.randrange(len(answers))].split()
+        if i % 3 == 1:
+            text[rng.randrange(len(text))] = "edited"
+        elif i % 3 == 2:
+            text = words(rng, 60).split()
+        items.append(chat("q", " ".join(text), id=f"ref{i}"))
+    ref = tmp_path / "bench.jsonl"
+    from_dicts(items).write_ndjson(ref)
+    for engine in ("local", "ray"):
+        run("leakcheck", str(parts), "--against", str(ref), "--on", "response",
+            "--report", f"{tmp_path}/{engine}.json", "--engine", engine)
+    report = json.loads((tmp_path / "ray.json").read_text())
+    assert (tmp_path / "ray.json").read_text() == (tmp_path / "local.json").read_text()
+    kinds = report["summary"]["references"]["bench"]["matches_by_kind"]
+    assert kinds["exact"] > 0 and kinds["ngram"] > 0 and report["contaminated"]

@@ -16,6 +16,7 @@ import click
 from ..errors import CheckFailed, UsageProblem
 from ._common import (
     check_paths,
+    engine_options,
     handle_errors,
     output_options,
     rejects_option,
@@ -59,12 +60,13 @@ SHOWN = 5  # contaminated records named on stderr; the rest are in --report
               help="Exit 1 when more than N records (or P percent) are contaminated.")
 @output_options
 @rejects_option
+@engine_options
 @handle_errors
 def leakcheck(
     input_path: str, against: tuple[str, ...], on: str, ngram: int, min_ngram: int,
     frequent_cutoff: int, min_overlap: float, near_threshold: float, num_perm: int,
     no_near: bool, report_path: str | None, drop: bool, strict: bool, fail_on: str | None,
-    output: str, to: str | None, rejects: str | None,
+    output: str, to: str | None, rejects: str | None, engine: str, ray_address: str | None,
 ) -> None:
     """Find training records that contain benchmark, val, test or gold items.
 
@@ -90,20 +92,33 @@ def leakcheck(
     check_paths([("TRAIN", train_path), ("--against", list(sources.values()))],
                 [("-o", output if drop else None), ("--rejects", rejects), ("--report", report_path)])
 
-    train = read_records(train_path)
+    from ..engines import get_engine
+
+    eng = get_engine(engine, ray_address)
+    if eng.name == "ray" and drop:
+        raise click.UsageError("--drop runs on the local engine only (it checks the kept "
+                               "records again until clean); drop --engine ray or --drop")
+    units = eng.plan(train_path)
     references = {name: read_records(path) for name, path in sources.items()}
-    result = run_leakcheck(
-        train, references, on=on, ngram=ngram, min_ngram=min_ngram,
-        frequent_cutoff=frequent_cutoff, near_threshold=near_threshold, num_perm=num_perm,
-        min_overlap=min_overlap, near=not no_near,
-    )
+    params = dict(on=on, ngram=ngram, min_ngram=min_ngram, frequent_cutoff=frequent_cutoff,
+                  near_threshold=near_threshold, num_perm=num_perm, min_overlap=min_overlap,
+                  near=not no_near)
+    if eng.name == "ray":  # the references indexed here, the training parts scanned apart
+        from ..engines.leakcheck import leakcheck as leakcheck_units
+
+        train = None
+        result = leakcheck_units(eng, units, references, **params)
+    else:
+        train = eng.read(units)
+        result = run_leakcheck(train, references, **params)
+    n_train = result.summary["train_records"]
     flagged = set(result.contaminated_ids) | (set(result.low_confidence_ids) if strict else set())
     say_summary(result, strict)
     failure = None
     if threshold is not None:
-        limit = threshold[0] if threshold[1] == "count" else threshold[0] / 100 * train.height
+        limit = threshold[0] if threshold[1] == "count" else threshold[0] / 100 * n_train
         if len(flagged) > limit:
-            share = len(flagged) / max(train.height, 1)
+            share = len(flagged) / max(n_train, 1)
             failure = verdict(CheckFailed(
                 f"leakcheck failed: {len(flagged)} contaminated record(s) ({share:.2%}) "
                 f"exceed --fail-on {fail_on}"
@@ -172,7 +187,7 @@ def plan_inputs(input_path: str, against: tuple[str, ...]) -> tuple[str, dict[st
     """The training file and the named reference files; a split directory expands to its files."""
     sources: dict[str, str] = {}
     train_path = input_path
-    if input_path != "-" and Path(input_path).is_dir():
+    if input_path != "-" and Path(input_path).is_dir() and _is_split_dir(Path(input_path)):
         folder = Path(input_path)
         train_path = split_file(folder, "train")
         if train_path is None:
@@ -205,6 +220,14 @@ def plan_inputs(input_path: str, against: tuple[str, ...]) -> tuple[str, dict[st
             "give the training data as a file"
         )
     return train_path, sources
+
+
+def _is_split_dir(folder: Path) -> bool:
+    """A directory `sftdata split -o` wrote (a train file), not a dataset of part files."""
+    from ..datasets import MANIFEST
+
+    return (split_file(folder, "train") is not None or not (folder / MANIFEST).exists()
+            and not any(folder.glob("part-*")))
 
 
 def split_file(folder: Path, split: str) -> str | None:

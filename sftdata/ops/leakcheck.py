@@ -118,41 +118,80 @@ def leakcheck(
     workers: int | None = None,
 ) -> LeakResult:
     """Evidence of every reference item found in the training records (see the module doc)."""
-    check_params(
-        on=on, ngram=ngram, min_ngram=min_ngram, frequent_cutoff=frequent_cutoff,
-        near_threshold=near_threshold, num_perm=num_perm, min_overlap=min_overlap,
+    index = reference_index(
+        references, on=on, ngram=ngram, min_ngram=min_ngram, frequent_cutoff=frequent_cutoff,
+        near_threshold=near_threshold, num_perm=num_perm, min_overlap=min_overlap, near=near,
     )
-    min_ngram = min(min_ngram, ngram)  # an item of ngram words is never generic
-    view = view_text_expr(on)
-    train_text = train.select(view.alias("text"))["text"]
+    train_text = train.select(index.view.alias("text"))["text"]
+    found = scan(train_text, index, chunk_rows)
+    return finish(train, train_text, found, index, seed=seed, workers=workers)
+
+
+@dataclass
+class ReferenceIndex:
+    """What the training side is scanned against, built from the (small) reference side once:
+    an engine hands it to every worker that scans a part of the training records."""
+
+    view: pl.Expr
+    items: pl.DataFrame
+    refs: Corpus
+    ref_windows: pl.DataFrame
+    boiler_ref: pl.DataFrame
+    wanted_windows: pl.DataFrame
+    shingle_index: tuple[pl.DataFrame, pl.DataFrame] | None
+    params: dict[str, Any]
+
+
+def reference_index(references: dict[str, pl.DataFrame], **params: Any) -> ReferenceIndex:
+    check_params(**{k: v for k, v in params.items() if k != "near"})
+    params["min_ngram"] = min(params["min_ngram"], params["ngram"])  # never generic at ngram words
+    view = view_text_expr(params["on"])
     ref_items = _reference_items(references, view)
     refs = Corpus.from_texts(ref_items["text"])
     ref_items = ref_items.with_columns(
         pl.Series("words", refs.lengths, dtype=pl.Int64),
         pl.Series("whole", refs.whole(), dtype=pl.UInt64),
     )
-    ref_windows, boiler_ref = _reference_windows(refs, ref_items, ngram, frequent_cutoff)
+    ref_windows, boiler_ref = _reference_windows(refs, ref_items, params["ngram"],
+                                                 params["frequent_cutoff"])
     wanted_windows = ref_windows.join(boiler_ref, on="hash", how="anti")
+    shingle_index = (_shingle_index(refs, ref_items, params["frequent_cutoff"])
+                     if params["near"] else None)
+    return ReferenceIndex(view, ref_items, refs, ref_windows, boiler_ref, wanted_windows,
+                          shingle_index, params)
 
-    shingle_index = _shingle_index(refs, ref_items, frequent_cutoff) if near else None
-    found = _scan_train(
-        train_text, ref_items, wanted_windows, ngram, chunk_rows, shingle_index, near_threshold
-    )
+
+def scan(train_text: pl.Series, index: ReferenceIndex, chunk_rows: int = 20_000
+         ) -> dict[str, pl.DataFrame]:
+    """The training texts scanned against the index: row-local (rows from 0 for these texts),
+    so parts of the training set can be scanned apart and their findings concatenated."""
+    return _scan_train(train_text, index.items, index.wanted_windows, index.params["ngram"],
+                       chunk_rows, index.shingle_index, index.params["near_threshold"])
+
+
+def finish(train: pl.DataFrame, train_text: pl.Series, found: dict[str, pl.DataFrame],
+           index: ReferenceIndex, *, seed: int = 1, workers: int | None = None) -> LeakResult:
+    """Pairs, verdicts and the summary from the findings of :func:`scan` over all of ``train``.
+
+    Reads ``train`` only for its height and the ids of matched rows, and ``train_text`` only at
+    near-duplicate candidate rows, so an engine may pass frames holding just those."""
+    p = index.params
+    ngram, frequent_cutoff = p["ngram"], p["frequent_cutoff"]
     ngram_pairs, boiler_train, content, boiler_windows = _ngram_pairs(
-        found, refs, ref_windows, boiler_ref, ngram, frequent_cutoff
+        found, index.refs, index.ref_windows, index.boiler_ref, ngram, frequent_cutoff
     )
-    ref_items = ref_items.with_columns(pl.Series("content", content, dtype=pl.Int64))
+    ref_items = index.items.with_columns(pl.Series("content", content, dtype=pl.Int64))
     short_pairs = found["contained"].with_columns(pl.lit(True).alias("contained"))
     near_pairs = (
-        _near_pairs(train_text, ref_items, found["near_candidates"], near_threshold, num_perm,
-                    seed, workers)
-        if near
+        _near_pairs(train_text, ref_items, found["near_candidates"], p["near_threshold"],
+                    p["num_perm"], seed, workers)
+        if p["near"]
         else _empty_near()
     )
     pairs = _combine(found["exact"], ngram_pairs, short_pairs, near_pairs)
-    pairs = _judge(pairs, ref_items, found["wholes"], ngram, min_ngram, frequent_cutoff,
-                   min_overlap)
-    matches = _matches_frame(pairs, train, ref_items, refs, ngram)
+    pairs = _judge(pairs, ref_items, found["wholes"], ngram, p["min_ngram"], frequent_cutoff,
+                   p["min_overlap"])
+    matches = _matches_frame(pairs, train, ref_items, index.refs, ngram)
 
     high = matches.filter(pl.col("confidence") == "high")["train_id"].unique().sort().to_list()
     high_set = set(high)
@@ -161,10 +200,8 @@ def leakcheck(
         - high_set
     )
     summary = _summary(
-        train, ref_items, matches, high, low, on=on, ngram=ngram, min_ngram=min_ngram,
-        frequent_cutoff=frequent_cutoff, near_threshold=near_threshold, num_perm=num_perm,
-        min_overlap=min_overlap, near=near,
-        frequent_ngrams_ignored=int(boiler_ref.height + boiler_train),
+        train, ref_items, matches, high, low, **p,
+        frequent_ngrams_ignored=int(index.boiler_ref.height + boiler_train),
         boilerplate_windows_ignored=boiler_windows,
     )
     return LeakResult(matches, high, low, summary)
