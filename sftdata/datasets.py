@@ -181,6 +181,29 @@ def units(path: str, unit_rows: int = UNIT_ROWS) -> list[Unit]:
     return out
 
 
+def raw_units(path: str) -> list[Unit] | None:
+    """Units of raw input for convert: one per part file of a dataset of data files (read by
+    the converter itself, any source format); None for anything convert reads as one source
+    (a file, stdin, a raw text corpus)."""
+    from .formats.text import corpus_source
+
+    if not is_dataset(path) or corpus_source(path) is not None:
+        return None
+    return [Unit(i, Part(p.name, p.path, "raw", p.uri)) for i, p in enumerate(list_parts(path))]
+
+
+def raw_source(unit: Unit) -> Any:
+    """An io.Source for a raw unit: the part file opened as usual, or its bytes from a URL."""
+    from .io import Source, open_source, sniff_format
+
+    part = unit.part
+    if part.uri is None:
+        return open_source(part.path)
+    with _open(part) as fh:
+        data = fh.read()
+    return Source(part.name, sniff_format(Path(part.path), data[:4096]), None, data)
+
+
 def slices(frame: pl.DataFrame, rows: int = SLICE_ROWS) -> list[Unit]:
     """A frame already in memory (stdin, one JSONL file) as slices of ``rows`` rows."""
     if frame.height == 0:
@@ -223,6 +246,8 @@ def read_unit(unit: Unit) -> pl.DataFrame:
     if unit.part is None:
         return unit.frame
     part = unit.part
+    if part.fmt == "raw":  # convert reads its own input (datasets.raw_source)
+        return None
     if part.fmt == "records":
         return read_records(part.path)
     if part.fmt == "parquet":

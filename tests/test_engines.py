@@ -239,3 +239,31 @@ def test_leakcheck_ray_equals_local(ray_cluster, parts, tmp_path):
     assert (tmp_path / "ray.json").read_text() == (tmp_path / "local.json").read_text()
     kinds = report["summary"]["references"]["bench"]["matches_by_kind"]
     assert kinds["exact"] > 0 and kinds["ngram"] > 0 and report["contaminated"]
+
+
+def test_convert_ray_equals_local(ray_cluster, tmp_path):
+    """Alpaca JSONL parts (one with a bad row) and stdin: the same records and rejects."""
+    rng = random.Random(4)
+    (tmp_path / "raw").mkdir()
+    for p in range(3):
+        lines = [json.dumps({"instruction": words(rng, 8), "input": "", "output": words(rng, 20)})
+                 for _ in range(40)]
+        if p == 1:
+            lines[7] = json.dumps({"instruction": "q", "input": "", "output": ""})  # no answer
+        (tmp_path / "raw" / f"part{p}.jsonl").write_text("\n".join(lines) + "\n")
+    for engine in ("local", "ray"):
+        run("convert", str(tmp_path / "raw"), "-o", f"{tmp_path}/{engine}/", "--rejects",
+            f"{tmp_path}/{engine}-rej.jsonl", "--engine", engine)
+    assert same_dir(tmp_path / "local", tmp_path / "ray")
+    rej = (tmp_path / "ray-rej.jsonl").read_text()
+    assert rej == (tmp_path / "local-rej.jsonl").read_text() and rej.count("\n") == 1
+    stdin = (tmp_path / "raw" / "part0.jsonl").read_bytes()
+    outs = [CliRunner().invoke(cli, ["convert", "--engine", e], input=stdin) for e in ("local", "ray")]
+    assert outs[0].exit_code == outs[1].exit_code == 0
+    assert outs[0].stdout == outs[1].stdout and outs[0].stdout.count("\n") == 40
+
+
+def same_dir(a, b) -> bool:
+    names = sorted(p.name for p in a.iterdir())
+    return names == sorted(p.name for p in b.iterdir()) and all(
+        (a / n).read_bytes() == (b / n).read_bytes() for n in names)

@@ -21,6 +21,8 @@ from ..ops.convert import Converter, template_problem
 from ..schema import ROLES, TASKS
 from ._common import (
     check_paths,
+    dir_outputs,
+    engine_options,
     handle_errors,
     input_argument,
     output_options,
@@ -49,9 +51,10 @@ from ._common import (
 @click.option("--source", "source_name", default=None,
               help="Value of the `source` column (default: the input file's name).")
 @click.option("--oasst-best", is_flag=True, help="OASST trees: keep only the best-ranked path.")
+@engine_options
 @handle_errors
 def convert(input_path, output, to, rejects, from_, mapping, roles, template, task, source_name,
-            oasst_best):
+            oasst_best, engine, ray_address):
     """Convert Alpaca, ShareGPT, OpenAI, OASST, text and label tables to records.
 
     \b
@@ -62,14 +65,23 @@ def convert(input_path, output, to, rejects, from_, mapping, roles, template, ta
     mapping = parse_key_values(mapping, "--map", str)
     role_map = parse_key_values(roles, "--roles", str)
     _check_flags(from_, template, oasst_best, role_map)
-    check_paths([("INPUT", input_path)], [("-o", output), ("--rejects", rejects)])
+    outs = [("-o", output), ("--rejects", rejects)]
+    check_paths([("INPUT", input_path)], outs, dir_outputs(*outs))
 
-    source = open_source(input_path, "conll" if from_ == "conll" else None)
     name = display_name(input_path)
     opts = Options(
         source=source_name or (Path(input_path).name if input_path != STDIO else "stdin"),
         roles=role_map, template=template, oasst_best=oasst_best, task=task,
     )
+    from ..datasets import raw_units
+
+    units = raw_units(input_path)
+    if units is not None or engine == "ray":  # per part file, on either engine
+        fmt = _convert_units(input_path, units, output, to, rejects, from_, opts, mapping,
+                             engine, ray_address)
+        _warn_unused(template, oasst_best, fmt)
+        return
+    source = open_source(input_path, "conll" if from_ == "conll" else None)
     conv = Converter(name, from_, opts, mapping, keep_going=rejects is not None)
     with contextlib.ExitStack() as stack:  # on error both files are discarded, never half-kept
         out = stack.enter_context(BackgroundWriter(TableWriter(output, to, "-o")))
@@ -83,10 +95,81 @@ def convert(input_path, output, to, rejects, from_, mapping, roles, template, ta
              f"(e.g. {skipped[0]})")
     if rejects and conv.rows_rejected:
         say(f"convert: {conv.rows_rejected} rejected rows written to {rejects}")
-    if template is not None and conv.fmt not in ("classification", "conll"):
-        warn(f"--template was not used: the input is {conv.fmt}")
-    if oasst_best and conv.fmt != "oasst":
-        warn(f"--oasst-best was not used: the input is {conv.fmt}")
+    _warn_unused(template, oasst_best, conv.fmt)
+
+
+def _warn_unused(template, oasst_best, fmt) -> None:
+    if template is not None and fmt not in ("classification", "conll"):
+        warn(f"--template was not used: the input is {fmt}")
+    if oasst_best and fmt != "oasst":
+        warn(f"--oasst-best was not used: the input is {fmt}")
+
+
+def _convert_units(input_path, units, output, to, rejects, from_, opts, mapping, engine,
+                   ray_address) -> str:
+    """Each part file converted on its own (a Converter per file, as for one file), in input
+    order; stdin or one file on Ray is one unit. OASST trees must not span part files."""
+    from ..datasets import Unit, open_writer
+    from ..engines import get_engine
+    from ..ops.convert import summary
+
+    eng = get_engine(engine, ray_address)
+    if units is None:  # one file or stdin on Ray: one unit (stdin's bytes travel with it)
+        units = ([Unit(0, None, frame=open_source(input_path).read_bytes())]
+                 if input_path == STDIO else [Unit(0, _raw_part(input_path))])
+    rows_in = rejected = out_rows = 0
+    fmts = []
+    with contextlib.ExitStack() as stack:  # on error both outputs are discarded
+        out = stack.enter_context(open_writer(output, to, "-o"))
+        bad = stack.enter_context(open_writer(rejects, None, "--rejects")) if rejects else None
+        for records, rejected_rows, stats in eng.map(units, _convert_unit, from_, opts, mapping,
+                                                     rejects is not None):
+            out.write(records)
+            if bad is not None:
+                bad.write(rejected_rows)
+            fmts.append(stats[0])
+            rows_in, rejected = rows_in + stats[1], rejected + stats[2]
+            out_rows += stats[3]
+    kinds = sorted(set(map(str, fmts)))
+    fmt = fmts[0] if len(kinds) == 1 else f"mixed ({', '.join(kinds)})"
+    say(f"convert: {display_name(input_path)}: {summary(fmt, rows_in, rejected, out_rows)}")
+    if rejects and rejected:
+        say(f"convert: {rejected} rejected rows written to {rejects}")
+    return fmt
+
+
+def _raw_part(path):
+    from ..datasets import Part
+
+    return Part(display_name(path), path, "raw")
+
+
+def _convert_unit(data, unit, from_, opts, mapping, keep_going):
+    """One part file (or stdin's bytes) through a Converter (module level: Ray workers
+    import it)."""
+    import polars as pl
+
+    from ..datasets import raw_source
+    from ..io import Source, sniff_format
+
+    if unit.part is None:
+        source = Source("<stdin>", sniff_format(None, data[:4096]), None, data)
+    else:
+        source = raw_source(unit)
+    if from_ == "conll":
+        source.fmt = "conll"
+    conv = Converter(source.name, from_, opts, mapping, keep_going=keep_going)
+    records, rejects = [], []
+    for batch in iter_input_batches(source):
+        part = conv.feed(batch)
+        records.append(part.records)
+        rejects.append(part.rejects)
+    last = conv.finish()
+    records.append(last.records)
+    rejects.append(last.rejects)
+    stats = (conv.fmt, conv.rows_in, conv.rows_rejected, conv.records_out)
+    return (pl.concat(records, how="diagonal_relaxed"),
+            pl.concat(rejects, how="diagonal_relaxed"), stats)
 
 
 def _write(part, out, rejected) -> None:
