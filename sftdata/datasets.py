@@ -10,7 +10,8 @@ Parquet part (so a single big Parquet file still spreads over workers). Units ar
 order and each knows its first row inside its file, so an error names the part file and the
 row in it, on either engine.
 
-A directory output (``-o DIR/``, or ``-o`` naming an existing directory) is built in a
+A directory output (``-o DIR/``, with the slash; an existing directory must be empty or an
+sftdata dataset, since it is replaced as a whole) is built in a
 temporary sibling and swapped in as a set (sftdata/outputs.py ``building_dir``): parts
 ``part-00000.parquet`` ... of ``rows_per_part`` rows each, and a ``manifest.json`` with the row
 count, schema and SHA-256 of every part. Part boundaries depend only on row counts, never on how
@@ -82,10 +83,23 @@ def is_dataset(path: str | None) -> bool:
 
 
 def is_dir_output(path: str | None) -> bool:
-    """``-o DIR/`` (a trailing slash) or an existing directory: written as parts + manifest."""
+    """``-o DIR/`` (a trailing slash): written as parts + manifest. An existing directory named
+    without the slash stays the usage error it was (never replaced by accident)."""
     if path in (None, "-"):
         return False
-    return path.endswith(("/", os.sep)) or os.path.isdir(path)
+    return path.endswith(("/", os.sep))
+
+
+def dir_output_problem(label: str, path: str) -> str | None:
+    """A directory output replaces its target as a whole: refuse a non-empty directory that is
+    not an sftdata dataset (no manifest.json), so `-o ~/` can never swap a home directory away."""
+    if not os.path.isdir(path):
+        return None
+    entries = [e for e in os.listdir(path) if not e.startswith(".")]
+    if entries and MANIFEST not in entries:
+        return (f"{label} {path} exists, is not empty and is not an sftdata dataset (no "
+                f"{MANIFEST}); it would be replaced as a whole: give a new or empty directory")
+    return None
 
 
 # --------------------------------------------------------------------------- listing

@@ -302,11 +302,24 @@ def test_directory_as_output_is_a_clean_error_before_work(tmp_path):
 
 
 def test_trailing_slash_names_a_directory(tmp_path):
-    """L15: `-o newdir/` wrote a file named newdir."""
+    """L15: `-o newdir/` wrote a file named newdir. It names a directory: a dataset of parts
+    and a manifest (issue 13); a file output with a slash is still refused."""
     result = run("convert", ALPACA, "-o", f"{tmp_path}/newdir/")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "newdir").iterdir()) == [
+        "manifest.json", "part-00000.parquet"]
+    result = run("convert", ALPACA, "-o", f"{tmp_path}/out.jsonl", "--rejects",
+                 f"{tmp_path}/rej/")
+    assert result.exit_code == 0 and (tmp_path / "rej" / "manifest.json").is_file()
+    result = run("split", ALPACA, "--report", f"{tmp_path}/rep/")
     assert result.exit_code == 2
-    assert f"Error: -o {tmp_path}/newdir/ ends with '/', so it names a directory" in result.stderr
-    assert not (tmp_path / "newdir").exists()
+    assert f"Error: --report {tmp_path}/rep/ ends with '/', so it names a directory" in result.stderr
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    result = run("convert", ALPACA, "-o", f"{tmp_path}/mine/")
+    assert result.exit_code == 2
+    assert "is not an sftdata dataset (no manifest.json)" in result.stderr
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
 
 
 def test_extension_and_to_must_agree(tmp_path):

@@ -65,11 +65,16 @@ def engine_options(f: F) -> F:
 
 
 def dir_outputs(*outputs_: tuple[str, Any]) -> list[str]:
-    """Labels of the outputs written as a directory of parts (`-o DIR/` or an existing
-    directory), for ``check_paths(dirs=...)`` in commands that can write datasets."""
-    from ..datasets import is_dir_output
+    """Labels of the outputs written as a directory of parts (`-o DIR/`), for
+    ``check_paths(dirs=...)`` in commands that can write datasets; a non-empty directory that
+    is not a dataset is refused here (it would be replaced as a whole)."""
+    from ..datasets import dir_output_problem, is_dir_output
 
-    return [label for label, path in outputs_ if isinstance(path, str) and is_dir_output(path)]
+    labels = [label for label, path in outputs_ if isinstance(path, str) and is_dir_output(path)]
+    for label, path in outputs_:
+        if label in labels and (problem := dir_output_problem(label, path)):
+            raise click.UsageError(problem)
+    return labels
 
 
 def seed_option(f: F) -> F:

@@ -11,7 +11,6 @@ from ..formats import FORMATS, Options, classification
 from ..io import (
     STDIO,
     BackgroundWriter,
-    TableWriter,
     display_name,
     iter_input_batches,
     open_source,
@@ -73,7 +72,7 @@ def convert(input_path, output, to, rejects, from_, mapping, roles, template, ta
         source=source_name or (Path(input_path).name if input_path != STDIO else "stdin"),
         roles=role_map, template=template, oasst_best=oasst_best, task=task,
     )
-    from ..datasets import raw_units
+    from ..datasets import open_writer, raw_units
 
     units = raw_units(input_path)
     if units is not None or engine == "ray":  # per part file, on either engine
@@ -84,8 +83,8 @@ def convert(input_path, output, to, rejects, from_, mapping, roles, template, ta
     source = open_source(input_path, "conll" if from_ == "conll" else None)
     conv = Converter(name, from_, opts, mapping, keep_going=rejects is not None)
     with contextlib.ExitStack() as stack:  # on error both files are discarded, never half-kept
-        out = stack.enter_context(BackgroundWriter(TableWriter(output, to, "-o")))
-        rejected = stack.enter_context(TableWriter(rejects, label="--rejects")) if rejects else None
+        out = stack.enter_context(BackgroundWriter(open_writer(output, to, "-o")))
+        rejected = stack.enter_context(open_writer(rejects, None, "--rejects")) if rejects else None
         for batch in progress(prefetch(iter_input_batches(source)), desc="convert"):
             _write(conv.feed(batch), out, rejected)
         _write(conv.finish(), out, rejected)

@@ -161,13 +161,20 @@ def _write_dir(parts, names: list[str], output: Path, fmt: str) -> None:
     ``parts`` yields {split name: frame} per unit of work, in input order."""
     files = {name: f"{name}.{_EXTENSION[fmt]}" for name in names}
     before = set(os.listdir(output)) if output.is_dir() else set()
+    parts = iter(parts)
+    first = next(parts)
     with outputs.building_dir(output, "-o", keep_others=True) as build:
-        with contextlib.ExitStack() as stack:
-            writers = {name: stack.enter_context(TableWriter(build.path / file, fmt, "-o"))
-                       for name, file in files.items()}
-            for unit_parts in parts:
-                for name, part in unit_parts.items():
-                    writers[name].write(part)
+        rest = next(parts, None)
+        if rest is None:  # one frame per split (the local engine): each file written at once
+            for name, part in first.items():
+                write_table(part, build.path / files[name], fmt, "-o")
+        else:  # per unit of work: one writer per split file, frames in input order
+            with contextlib.ExitStack() as stack:
+                writers = {name: stack.enter_context(TableWriter(build.path / file, fmt, "-o"))
+                           for name, file in files.items()}
+                for unit_parts in (first, rest, *parts):
+                    for name, part in unit_parts.items():
+                        writers[name].write(part)
     say(f"wrote {len(files)} split file(s) to {output}/")
     stale = sorted(n for n in before - set(files.values())
                    if Path(n).suffix.lstrip(".") in _EXTENSION)
