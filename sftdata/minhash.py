@@ -231,46 +231,58 @@ def shingle_hash_batch(norms, n: int = 3, unit: str = "word") -> tuple[np.ndarra
         .to_numpy()
         .astype(np.uint64)
     )
-    doc_of_word = np.repeat(np.arange(len(norms)), n_words)
     rot, mult = _position_terms(n)
-    parts_doc, parts_hash = [], []
-    if word_hash.size >= n:  # texts with at least n words: every window inside one text
+    ends = np.cumsum(n_words)
+    long_counts = np.maximum(n_words - n + 1, 0)
+    if word_hash.size >= n:  # every n-word window, then those crossing a text boundary out
         width = word_hash.size - n + 1
-        acc = np.zeros(width, dtype=np.uint64)
-        for k in range(n):
-            acc += _rotl(word_hash[k : k + width], rot[k]) * mult[k]
-        inside = doc_of_word[:width] == doc_of_word[n - 1 :]
-        parts_doc.append(doc_of_word[:width][inside])
-        parts_hash.append(acc[inside])
+        acc = word_hash[:width] * mult[0]
+        term = np.empty_like(acc)
+        for k in range(1, n):  # in place: 10M-element temporaries cost more than the math
+            if rot[k]:
+                np.left_shift(word_hash[k : k + width], rot[k], out=term)
+                term |= word_hash[k : k + width] >> (np.uint64(64) - rot[k])
+            else:
+                term[:] = word_hash[k : k + width]
+            term *= mult[k]
+            acc += term
+        inside = np.ones(width, dtype=bool)
+        for k in range(1, n):  # a window starting k words before a text's end crosses it
+            cut = ends[:-1] - k
+            inside[cut[(cut >= 0) & (cut < width)]] = False
+        acc = acc[inside] if not inside.all() else acc
+    else:
+        acc = np.empty(0, dtype=np.uint64)
     short = (n_words > 0) & (n_words < n)
-    if short.any():  # fewer than n words: one shingle of all of them
-        starts = np.cumsum(n_words) - n_words
+    wordless = (n_words == 0) & (norms.str.len_bytes().to_numpy() > 0)
+    singles = np.flatnonzero(short | wordless)
+    if singles.size == 0:
+        return _fmix64(acc), long_counts
+    # texts of fewer than n words: one shingle of all their words; no words: the whole text
+    single_hash = np.empty(singles.size, dtype=np.uint64)
+    is_short = short[singles]
+    if is_short.any():
+        starts = ends - n_words
         sel = np.repeat(short, n_words)
         pos = (np.arange(word_hash.size) - np.repeat(starts, n_words))[sel]
         terms = _rotl(word_hash[sel], rot[pos]) * mult[pos]
-        first = np.flatnonzero(np.r_[True, pos[1:] == 0])
-        parts_doc.append(np.flatnonzero(short))
-        parts_hash.append(np.add.reduceat(terms, first))
-    wordless = (n_words == 0) & (norms.str.len_bytes().to_numpy() > 0)
-    if wordless.any():  # punctuation only: the whole text is the shingle
-        rows = np.flatnonzero(wordless)
+        single_hash[is_short] = np.add.reduceat(terms, np.flatnonzero(np.r_[True, pos[1:] == 0]))
+    if (~is_short).any():
         whole = (
-            pl.DataFrame({"w": norms.gather(rows)})
+            pl.DataFrame({"w": norms.gather(singles[~is_short])})
             .select(plh.col("w").nchash.xxhash64())
             .to_series()
             .to_numpy()
             .astype(np.uint64)
         )
-        parts_doc.append(rows)
-        parts_hash.append(whole ^ _NO_WORDS)
-    if not parts_doc:
-        return np.empty(0, dtype=np.uint64), np.zeros(len(norms), dtype=np.int64)
-    docs = np.concatenate(parts_doc)
-    hashes = _fmix64(np.concatenate(parts_hash))
-    if len(parts_doc) > 1:
-        order = np.argsort(docs, kind="stable")
-        docs, hashes = docs[order], hashes[order]
-    return hashes, np.bincount(docs, minlength=len(norms)).astype(np.int64)
+        single_hash[~is_short] = whole ^ _NO_WORDS
+    counts = long_counts + (short | wordless)
+    out = np.empty(int(counts.sum()), dtype=np.uint64)
+    at_single = np.zeros(out.size, dtype=bool)
+    at_single[(np.cumsum(counts) - counts)[singles]] = True
+    out[at_single] = single_hash
+    out[~at_single] = acc
+    return _fmix64(out), counts.astype(np.int64)
 
 
 def hashed_signatures(
@@ -318,6 +330,8 @@ def hashed_signatures(
 
 def distinct_per_text(hashes: np.ndarray, counts: np.ndarray) -> list[np.ndarray]:
     """Split flat shingle hashes by text into sorted distinct arrays (for exact Jaccard)."""
+    if len(counts) == 0:
+        return []
     bounds = np.cumsum(counts)[:-1]
     return [np.unique(part) for part in np.split(hashes, bounds)]
 

@@ -38,11 +38,12 @@ def normalize_series(texts: pl.Series, *, strip_punctuation: bool = False) -> pl
     """:func:`normalize` of every text, equal to it string for string, in bulk.
 
     ASCII texts are normalized in Rust as whole strings (for ASCII, NFKC is the identity and
-    casefold is lowercasing). Other texts are cut at whitespace in Rust: their ASCII tokens are
-    lowercased there, and every distinct non-ASCII token goes through :func:`normalize` once,
-    so NFKC and casefold stay exactly Python's. That is exact because whitespace separates:
-    NFKC never composes across a space and casefold has no context, and the final collapse of
-    whitespace absorbs any space NFKC puts into a token. Nulls become empty strings.
+    casefold is lowercasing). In the other texts, every distinct whitespace-separated token
+    holding a non-ASCII character goes through :func:`normalize` once and is put back by an
+    Aho-Corasick replace (longest token first, so a token is never matched inside a longer
+    one), ASCII letters are lowercased, and whitespace is collapsed. That is exact because
+    whitespace separates: NFKC never composes across a space and casefold has no context, and
+    the final collapse absorbs any space NFKC puts into a token. Nulls become empty strings.
     """
     texts = texts.cast(pl.String).fill_null("")
     name = texts.name
@@ -53,25 +54,29 @@ def normalize_series(texts: pl.Series, *, strip_punctuation: bool = False) -> pl
     if rows.len() == 0:
         return fast.alias(name)
     others = texts.gather(rows)
-    tokens = pl.DataFrame({"doc": pl.int_range(others.len(), eager=True),
-                           "tok": others.str.extract_all(_RUST_TOKEN)}).explode("tok").drop_nulls()
-    odd = tokens["tok"].filter(~tokens["tok"].str.contains(r"^[\x00-\x7f]*$")).unique()
-    mapping = pl.Series([normalize(t) for t in odd.to_list()], dtype=pl.String)
-    norm_tok = tokens["tok"].replace_strict(odd, mapping, default=tokens["tok"].str.to_lowercase())
-    joined = (
-        tokens.with_columns(tok=norm_tok)
-        .group_by("doc", maintain_order=True)
-        .agg(pl.col("tok").str.join(" "))
-    )
+    odd = others.str.extract_all(_NON_ASCII_TOKEN).explode().drop_nulls().unique()
+    odd = odd.gather(odd.str.len_bytes().arg_sort(descending=True))
     slow = (
-        pl.DataFrame({"doc": pl.int_range(others.len(), eager=True)})
-        .join(joined, on="doc", how="left", maintain_order="left")["tok"]
-        .fill_null("")
-        # NFKC may have put spaces at the edges of a token or inside it
-        .str.replace_all(_RUST_SPACE, " ")
-        .str.strip_chars(" ")
+        pl.DataFrame({"t": others})
+        .select(
+            pl.col("t")
+            .str.replace_many(pl.lit(odd).implode(),
+                              pl.lit(pl.Series([normalize(t) for t in odd.to_list()],
+                                               dtype=pl.String)).implode(),
+                              leftmost=True)
+            .str.replace_many(pl.lit(pl.Series(_UPPER)).implode(),
+                              pl.lit(pl.Series(_LOWER)).implode())
+            .str.replace_all(_RUST_SPACE, " ")
+            .str.strip_chars(" ")
+        )
+        .to_series()
     )
     return fast.scatter(rows, slow).alias(name)
+
+
+_NON_ASCII_TOKEN = r"[^\s\x1c-\x1f]*[^\x00-\x7f\s][^\s\x1c-\x1f]*"
+_UPPER = [chr(c) for c in range(ord("A"), ord("Z") + 1)]
+_LOWER = [c.lower() for c in _UPPER]
 
 
 def _normalize_ascii_fast(texts: pl.Series, *, strip_punctuation: bool) -> pl.Series:

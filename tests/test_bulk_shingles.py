@@ -25,7 +25,8 @@ REALDATA = Path(os.environ.get("SFT_REALDATA", Path(__file__).resolve().parents[
 HARD = [
     "Straße STRASSE", "ΣΊΣΥΦΟΣ σίσυφος", "a\u00a0b\tc\n\nd", "", "ﬁ Ⅻ ①", "Hello,  World!! ",
     "\x1c\x1d\x1e\x1f", "tab\x0bvt\x0cff\rcr", "A\u2028B\u3000C", "İstanbul", "x\u0301y", "😀️ ok",
-    "naïve café", "Ǆemal", "  lead and trail  ", "under_score snake_case", "½ ² 3rd",
+    "naïve café", "Ǆemal", "  lead and trail  ", "under_score snake_case", "½ ² 3rd", "0\x850",
+    "é\u3000É\u2028x", "İ¨ ¨x",
 ]
 TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=40)
 
@@ -116,3 +117,18 @@ def test_bulk_path_on_real_text():
     bulk, _ = bulk_shingle_sets(texts, 3)
     same = sum(len(a) == len(b) for a, b in zip(py, bulk, strict=True))
     assert same == len(texts)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.text("ab c,é\n", max_size=14), max_size=9), st.integers(1, 4))
+def test_bulk_shingle_counts_any_mix_of_texts(texts, n):
+    """Any mix of empty, word-less, short and long texts, in any order: every text gets its own
+    shingles (count and distinct count as the per-shingle path), none leaks into a neighbour."""
+    py = python_shingle_sets(texts, n)
+    bulk, counts = bulk_shingle_sets(texts, n)
+    assert counts.tolist() == [len(mh.shingle_bytes(normalize(t), n)) for t in texts]
+    assert [len(s) for s in bulk] == [len(s) for s in py]
+    for i in range(len(texts)):
+        for j in range(len(texts)):
+            same = py[i] == py[j]
+            assert (bulk[i].tolist() == bulk[j].tolist()) == same
