@@ -100,6 +100,14 @@ def run_ours(texts: list[str], workers: int) -> set[tuple[int, int]]:
     return set(map(tuple, minhash.candidate_pairs(sigs, bands, rows).tolist()))
 
 
+def process_cpu() -> float:
+    """CPU seconds of this process (all threads) and its finished children (worker processes)."""
+    import resource
+
+    child = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + child.ru_utime + child.ru_stime
+
+
 def records_of(texts: list[str]):
     """The texts as a record frame (one assistant turn each, ids 0..n-1), built outside timing."""
     import polars as pl
@@ -177,7 +185,7 @@ def run_peers(texts: list[str], repeats: int, only: str | None = None) -> dict[s
         if done.returncode != 0:
             raise SystemExit(f"peers failed: {done.stderr[-2000:]}")
         result = json.loads(out.read_text(encoding="utf-8"))
-    return {name: {"seconds": r["seconds"], "pairs": {tuple(p) for p in r["pairs"]}}
+    return {name: {"seconds": r["seconds"], "cpu": r["cpu"], "pairs": {tuple(p) for p in r["pairs"]}}
             for name, r in result.items()}
 
 
@@ -191,20 +199,23 @@ OLD_ROW = "(o) old default: sha1 per shingle, word 5-grams, 9 x 13, no check"
 RENSA = "rensa"
 
 
-def table(n: int, times: dict[str, list[float]], found: dict[str, set], truth) -> list[str]:
-    """One row per method: docs/s (median), ratios to datasketch bulk and to rensa, P/R/F1 of
-    the pairs inside the clusters it makes (truth None: no quality columns)."""
+def table(n: int, times: dict[str, list[float]], cpu: dict[str, list[float]],
+          found: dict[str, set], truth) -> list[str]:
+    """One row per method: docs/s (median), ratios to datasketch bulk and to rensa, CPU seconds
+    of its process, all threads (median), P/R/F1 of the pairs inside the clusters it makes
+    (truth None: no quality columns)."""
     def median(name: str) -> float:
         return statistics.median(times[name])
 
     base_b = median("(b) datasketch MinHash.bulk + MinHashLSH")
     rensa = next((k for k in times if k.startswith(RENSA)), None)
-    lines = ["| method | docs/s | vs (b) | vs rensa |" + (" precision | recall | F1 |" if truth else ""),
-             "| --- | ---: | ---: | ---: |" + (" ---: | ---: | ---: |" if truth else "")]
+    lines = ["| method | docs/s | vs (b) | vs rensa | CPU s |"
+             + (" precision | recall | F1 |" if truth else ""),
+             "| --- | ---: | ---: | ---: | ---: |" + (" ---: | ---: | ---: |" if truth else "")]
     for name in times:
         t = median(name)
         row = f"| {name} | {n / t:,.0f} | {base_b / t:.2f}x | " + (
-            f"{median(rensa) / t:.2f}x |" if rensa else "|")
+            f"{median(rensa) / t:.2f}x |" if rensa else "|") + f" {statistics.median(cpu[name]):.2f} |"
         if truth:
             sc = pair_scores(merged(found[name]), truth)
             row += f" {sc['precision']:.3f} | {sc['recall']:.3f} | {sc['f1']:.3f} |"
@@ -229,15 +240,18 @@ def part_quality(limit: int | None, repeats: int) -> list[str]:
         APPROX_ROW: lambda: run_approx(frame),
     }
     times: dict[str, list[float]] = {name: [] for name in runs}
+    cpu: dict[str, list[float]] = {name: [] for name in runs}
     results: dict[str, set] = {}
     load = [os.getloadavg()[0]]
     for _ in range(repeats):  # interleaved, so machine load hits every method alike
         for name, fn in runs.items():
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), process_cpu()
             results[name] = fn()
             times[name].append(time.perf_counter() - start)
+            cpu[name].append(process_cpu() - start_cpu)
         for name, peer in run_peers(texts, 1).items():
             times.setdefault(name, []).extend(peer["seconds"])
+            cpu.setdefault(name, []).extend(peer["cpu"])
             results[name] = peer["pairs"]
     reference = results["(a) datasketch update loop + MinHashLSH"]
     for name in list(runs)[1:4]:
@@ -251,7 +265,7 @@ def part_quality(limit: int | None, repeats: int) -> list[str]:
         "precision/recall/F1 over the pairs inside each method's clusters",
         "",
     ]
-    lines += table(len(texts), times, results, data.pairs)
+    lines += table(len(texts), times, cpu, results, data.pairs)
     found = results[DEFAULT_ROW]
     lines.append("")
     lines.append("Recall by edit kind, (d) default: " + ", ".join(
@@ -333,20 +347,23 @@ def part_throughput(n: int, repeats: int) -> list[str]:
         APPROX_ROW: lambda: run_approx(frame),
     }
     times: dict[str, list[float]] = {name: [] for name in runs}
+    cpu: dict[str, list[float]] = {name: [] for name in runs}
     load = [os.getloadavg()[0]]
     for _ in range(repeats):
         for name, fn in runs.items():
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), process_cpu()
             fn()
             times[name].append(time.perf_counter() - start)
+            cpu[name].append(process_cpu() - start_cpu)
         for name, peer in run_peers(texts, 1, only="rensa").items():
             times.setdefault(name, []).extend(peer["seconds"])
+            cpu.setdefault(name, []).extend(peer["cpu"])
     load.append(os.getloadavg()[0])
     return [
         f"Throughput on {n:,} synthetic ~200-word documents (median of {repeats} runs; load "
         f"average {load[0]:.1f} -> {load[1]:.1f}):",
         "",
-        *table(n, times, {}, None),
+        *table(n, times, cpu, {}, None),
     ]
 
 

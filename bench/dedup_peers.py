@@ -147,12 +147,13 @@ def main() -> None:
         runs = {k: v for k, v in runs.items() if k.startswith(args.only)}
     out = {}
     for name, fn in runs.items():
-        times, pairs = [], set()
+        times, cpu, pairs = [], [], set()
         for _ in range(args.repeats):
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             pairs = fn()
             times.append(time.perf_counter() - start)
-        out[name] = {"seconds": times, "pairs": sorted(pairs)}
+            cpu.append(time.process_time() - start_cpu)
+        out[name] = {"seconds": times, "cpu": cpu, "pairs": sorted(pairs)}
     with open(args.out, "w", encoding="utf-8") as f:
         json.dump(out, f)
 
