@@ -287,7 +287,7 @@ def read_unit(unit: Unit) -> pl.DataFrame:
 
 def rebase(exc: DataError, unit: Unit) -> DataError:
     """An op's error about row i of a unit's frame, as row first_row + i of the unit's file."""
-    if unit.part is not None:
+    if unit.part is not None and unit.name != "<stdin>":
         exc.file = unit.name
     if exc.row is not None:
         exc.row += unit.first_row
