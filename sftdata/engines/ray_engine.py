@@ -189,8 +189,13 @@ _reduce_part = _remote(_reduce)
 
 
 def partitions() -> int:
+    """Hash partitions of a shuffle: 2 per cluster CPU, or $SFTDATA_RAY_PARTITIONS (raise it
+    for very large inputs: one reduce task holds 1/P of a stage's rows, docs/engines.md)."""
     import ray
 
+    given = os.environ.get("SFTDATA_RAY_PARTITIONS", "")
+    if given.isdigit() and int(given) > 0:
+        return int(given)
     cpus = int(ray.cluster_resources().get("CPU", 1))
     return max(1, cpus * PARTITIONS_PER_CPU)
 
