@@ -14,8 +14,9 @@ a decade below it is the largest lr still well inside the falling part of the cu
 rule of Smith's range test as fastai v1 used it; it depends on one point that smoothing makes
 stable, where "the steepest fall" depends on a derivative of a noisy curve (reported too, as
 evidence, never as the suggestion). Checked on SmolLM2 in docs/sfttrain.md: at an effective
-batch of 2 it came out ~40x below the lr whose short run fell fastest, because one step's loss
-there varies more with its records than with the lr (a fixed probe batch would fix that).
+batch of 2, one of two tests suggested the lr whose short run fell fastest, the other 45x below
+it: one step's loss there varies more with its records than with the lr (a fixed probe batch,
+or a larger batch, would fix that).
 """
 
 from __future__ import annotations
