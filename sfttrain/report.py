@@ -132,7 +132,7 @@ class Report:
         """The one-line verdict `sfttrain run` prints at its end."""
         first, rest = self.findings[0], self.findings[1:]
         also = f"; also {', '.join(WORDS[f.kind] for f in rest)}" if rest else ""
-        return (f"sfttrain report: {WORDS[first.kind]} ({first.short}){also}; "
+        return (f"sfttrain: verdict: {WORDS[first.kind]} ({first.short}){also}; "
                 f"details: sfttrain report {self.run}")
 
     def as_dict(self) -> dict[str, Any]:

@@ -54,7 +54,7 @@ def test_healthy():
     report = diagnose(curve(), info())
     assert kinds(report) == ["healthy"]
     assert "1.5" in report.findings[0].sentence and report.findings[0].steps == [200]
-    assert report.line().startswith("sfttrain report: healthy")
+    assert report.line().startswith("sfttrain: verdict: healthy")
 
 
 def test_underfitting_loss_still_falling_with_validation():
@@ -286,7 +286,7 @@ def test_real_run_with_a_huge_lr_is_lr_too_high(tiny, shards, tmp_path):
     report = R.report_run(tmp_path / "huge")
     assert report.verdict == "lr_too_high", report.render()
     assert report.findings[0].steps  # the steps where it went wrong
-    assert said[-1].startswith("sfttrain report: learning rate too high")
+    assert said[-1].startswith("sfttrain: verdict: learning rate too high")
 
 
 def test_real_run_with_a_tiny_lr_is_lr_too_low(tiny, shards, tmp_path):
@@ -295,7 +295,7 @@ def test_real_run_with_a_tiny_lr_is_lr_too_low(tiny, shards, tmp_path):
           "lr=1e-7", "quant=none", "save_every=1000", say=said.append)
     report = R.report_run(tmp_path / "tiny-lr")
     assert report.verdict == "lr_too_low", report.render()
-    assert said[-1].startswith("sfttrain report: learning rate too low (loss flat at lr 1e-07)")
+    assert said[-1].startswith("sfttrain: verdict: learning rate too low (loss flat at lr 1e-07)")
 
 
 def test_real_run_of_many_epochs_on_few_records_overfits(tiny, tmp_path):
