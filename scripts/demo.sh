@@ -47,12 +47,7 @@ sftdata leakcheck splits/ --against gold=gold.parquet --report leaks.json --fail
 sftdata gold verify gold.parquet --against splits/train.parquet --against splits/val.parquet
 
 step "7. render with the model's own chat template, tokenize with loss masks, pack into shards"
-"$ROOT/.venv/bin/python" - "$GGUF" tok <<'PY'
-import os, sys
-from transformers import AutoTokenizer
-gguf, out = sys.argv[1], sys.argv[2]
-AutoTokenizer.from_pretrained(os.path.dirname(gguf), gguf_file=os.path.basename(gguf)).save_pretrained(out)
-PY
+"$ROOT/.venv/bin/python" "$ROOT/scripts/gguf_tokenizer.py" "$GGUF" tok
 { sftdata convert splits/train.parquet; sftdata convert splits/val.parquet; } \
   | sftdata render-template -t tok \
   | sftdata tokenize -t tok --max-len 256 --plot lengths.png --report tokenize.json -o tokens.parquet

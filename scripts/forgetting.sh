@@ -33,12 +33,7 @@ step() { printf '\n\033[1m== %s\033[0m (%ss)\n' "$*" "$(( $(date +%s) - START ))
 
 step "0. SmolLM2-135M-Instruct (GGUF) and its tokenizer"
 GGUF=$(bash "$ROOT/scripts/fetch_smollm2.sh")
-"$PY" - "$GGUF" tok <<'PY'
-import os, sys
-from transformers import AutoTokenizer
-gguf, out = sys.argv[1], sys.argv[2]
-AutoTokenizer.from_pretrained(os.path.dirname(gguf), gguf_file=os.path.basename(gguf)).save_pretrained(out)
-PY
+"$PY" "$ROOT/scripts/gguf_tokenizer.py" "$GGUF" tok
 
 step "1. task data: the demo's label table -> records, dedup, split, a task gold set of $TASK_GOLD"
 sftdata convert "$ROOT/fixtures/demo/items.csv" --from classification \

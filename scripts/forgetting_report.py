@@ -10,28 +10,14 @@ import argparse
 import json
 import sys
 
-
-def _accuracy(report: dict, path: str) -> tuple[str, dict]:
-    for key, group in report["groups"].items():
-        if "accuracy" in group["metrics"]:
-            return key, group
-    sys.exit(f"{path}: no group with an accuracy metric (is it a multi-model gold score report?)")
-
-
-def _ci(pair, signed=False) -> str:
-    if not pair:
-        return "n/a"
-    f = "{:+.2f}" if signed else "{:.2f}"
-    return f"[{f.format(pair[0])}, {f.format(pair[1])}]"
-
-
-def _p(value) -> str:
-    return "" if value is None else (f"{value:.3f}" if value >= 1e-3 else f"{value:.1e}")
+from gold_report_lib import ci as _ci
+from gold_report_lib import group_with
+from gold_report_lib import p_value as _p
 
 
 def table(task: dict, broad: dict, task_path: str, broad_path: str) -> str:
-    task_key, task_group = _accuracy(task, task_path)
-    broad_key, broad_group = _accuracy(broad, broad_path)
+    task_key, task_group = group_with(task, "accuracy", task_path)
+    broad_key, broad_group = group_with(broad, "accuracy", broad_path)
     level = f"{task['confidence'] * 100:g}%"
     t_rows = task_group["metrics"]["accuracy"]["models"]
     b_rows = broad_group["metrics"]["accuracy"]["models"]
@@ -67,7 +53,7 @@ def plot(task: dict, broad: dict, path: str) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharey=True)
     for ax, report, title in ((axes[0], task, "task gold set"), (axes[1], broad, "broad gold set")):
-        key, group = _accuracy(report, "")
+        key, group = group_with(report, "accuracy", "")
         rows = group["metrics"]["accuracy"]["models"]
         values = [r["value"] for r in rows]
         low = [r["value"] - (r.get("ci") or [r["value"]] * 2)[0] for r in rows]

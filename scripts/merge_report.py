@@ -11,29 +11,15 @@ import argparse
 import json
 import sys
 
-
-def _group(report: dict, metric: str, path: str) -> tuple[str, dict]:
-    for key, group in report["groups"].items():
-        if metric in group["metrics"]:
-            return key, group
-    sys.exit(f"{path}: no group with the metric {metric} (a multi-model gold score report?)")
-
-
-def _ci(pair, signed=False) -> str:
-    if not pair:
-        return "n/a"
-    f = "{:+.2f}" if signed else "{:.2f}"
-    return f"[{f.format(pair[0])}, {f.format(pair[1])}]"
-
-
-def _p(value) -> str:
-    return "" if value is None else (f"{value:.3f}" if value >= 1e-3 else f"{value:.1e}")
+from gold_report_lib import ci as _ci
+from gold_report_lib import group_with
+from gold_report_lib import p_value as _p
 
 
 def table(reports: list[tuple[dict, str, str]], own: list[str]) -> str:
     columns = []
     for report, metric, path in reports:
-        key, group = _group(report, metric, path)
+        key, group = group_with(report, metric, path)
         columns.append((key, metric, group, group["metrics"][metric]["models"]))
     level = f"{reports[0][0]['confidence'] * 100:g}%"
     head = "| model |"
