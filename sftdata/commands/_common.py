@@ -226,3 +226,24 @@ def parse_key_values(text: str | None, option: str, cast: Callable[[str], Any] =
         except ValueError:
             raise click.UsageError(f"{option}: {value!r} is not a valid value for {key!r}") from None
     return out
+
+
+def write_with_side_output(parts, output: str, to: str | None, side: str | None,
+                           side_label: str) -> None:
+    """Write (main, side) frame pairs to ``-o`` and to a side output (--dupes, --rejects).
+
+    Both writers are opened before the first pair, so a side file is written even when empty
+    (a stale one from an earlier run never survives); on an error every output is discarded,
+    never half-kept.
+    """
+    import contextlib
+
+    from ..datasets import open_writer
+
+    with contextlib.ExitStack() as stack:
+        out = stack.enter_context(open_writer(output, to, "-o"))
+        extra = stack.enter_context(open_writer(side, None, side_label)) if side else None
+        for main, other in parts:
+            out.write(main)
+            if extra is not None:
+                extra.write(other)

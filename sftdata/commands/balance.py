@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-
 import click
 
 from ._common import (
@@ -18,6 +16,7 @@ from ._common import (
     report_option,
     say,
     seed_option,
+    write_with_side_output,
 )
 
 
@@ -65,7 +64,6 @@ def balance(
       sftdata convert raw.json | sftdata balance --by label --cap 500 --rejects over_cap.jsonl > capped.jsonl
       cat narrow.jsonl broad.jsonl | sftdata balance --by source --mix narrow=0.8,broad=0.2 > mixed.jsonl
     """
-    from ..datasets import open_writer
     from ..io import write_json
     from ..ops.balance import balance as run_balance
     from ..ops.balance import check_options
@@ -91,14 +89,7 @@ def balance(
     _say_report(report)
     if report_path:
         write_json(report, report_path, "--report")
-    with contextlib.ExitStack() as stack:  # on error every output is discarded, never half-kept
-        out = stack.enter_context(open_writer(output, to, "-o"))
-        # --rejects is written even when empty: a stale file from an earlier run never survives
-        bad = stack.enter_context(open_writer(rejects, None, "--rejects")) if rejects else None
-        for kept, dropped in parts:
-            out.write(kept)
-            if bad is not None:
-                bad.write(dropped)
+    write_with_side_output(parts, output, to, rejects, "--rejects")
     n_dropped = report["dropped"]
     if rejects and n_dropped:
         say(f"{n_dropped} dropped record(s) written to {rejects}")

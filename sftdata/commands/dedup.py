@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
-
 import click
 
-from ..datasets import open_writer
 from ..io import STDIO, display_name
 from ..text import VIEWS
 from ._common import (
@@ -20,6 +17,7 @@ from ._common import (
     say,
     seed_option,
     warn,
+    write_with_side_output,
 )
 
 # Flags that only mean something to the near-duplicate stage.
@@ -88,13 +86,7 @@ def dedup(
         result = run_dedup(eng.read(units), workers=workers, **options)
         result.kept_rows = result.kept.height
         parts = iter([(result.kept, result.dupes)])
-    with contextlib.ExitStack() as stack:  # on error every output is discarded, never half-kept
-        out = stack.enter_context(open_writer(output, to, "-o"))
-        dropped = stack.enter_context(open_writer(dupes, None, "--dupes")) if dupes else None
-        for kept, dupe_rows in parts:
-            out.write(kept)
-            if dropped is not None:
-                dropped.write(dupe_rows)
+    write_with_side_output(parts, output, to, dupes, "--dupes")
     _summarize(result, display_name(input_path), mode, on, threshold, num_perm, approx, dupes)
 
 
