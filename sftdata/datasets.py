@@ -65,6 +65,7 @@ class Unit:
     row_groups: tuple[int, int] | None = None  # [start, stop) of a Parquet part
     first_row: int = 0  # 0-based row of this unit's first row inside its file
     frame: Any = field(default=None, repr=False)  # a Polars frame (or a Ray ref) for slices
+    conform: bool = True  # cast to the record schema; False: the table as stored (pack's input)
 
     @property
     def name(self) -> str:
@@ -254,7 +255,7 @@ def _unreadable(part: Part, exc: BaseException) -> DataError:
 
 def read_unit(unit: Unit) -> pl.DataFrame:
     """The unit's records, cast to the record schema; errors name the part file."""
-    from .io import Source, _conformed, iter_jsonl_frames, read_records, read_table
+    from .io import Source, _conformed, iter_jsonl_frames, open_source, read_records, read_table
     from .schema import empty_frame
 
     if unit.part is None:
@@ -263,7 +264,7 @@ def read_unit(unit: Unit) -> pl.DataFrame:
     if part.fmt == "raw":  # convert reads its own input (datasets.raw_source)
         return None
     if part.fmt == "records":
-        return read_records(part.path)
+        return read_records(part.path) if unit.conform else read_table(open_source(part.path))
     if part.fmt == "parquet":
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -274,11 +275,15 @@ def read_unit(unit: Unit) -> pl.DataFrame:
         except (OSError, pa.ArrowException) as exc:
             raise _unreadable(part, exc) from None
         frame = pl.from_arrow(table)
+        if not unit.conform:
+            return frame
         return _conformed(frame, part.name) if frame.width else empty_frame()
     if part.uri is None:
-        return read_records(part.path)
+        return read_records(part.path) if unit.conform else read_table(open_source(part.path))
     with _open(part) as fh:
         source = Source(part.name, part.fmt, None, fh.read())
+    if not unit.conform:
+        return read_table(source)
     frames = ([f for _, f in iter_jsonl_frames(source) if f.width] if part.fmt == "jsonl"
               else [read_table(source)])
     frames = [_conformed(f, part.name) for f in frames if f.width]
@@ -293,6 +298,23 @@ def rebase(exc: DataError, unit: Unit) -> DataError:
         exc.row += unit.first_row
     exc.args = (str(exc),)
     return exc
+
+
+def table_plan(path: str, engine: str) -> list[Unit]:
+    """:func:`plan` for inputs read as stored, not cast to the record schema (tokenized records
+    for pack need no ``messages``)."""
+    from .io import open_source, read_table
+
+    if is_dataset(path):
+        found = units(path)
+    elif engine == "local" or (path != "-" and _fmt(path) == "parquet"):
+        found = plan(path, engine)
+    else:
+        source = open_source(path)
+        found = slices(read_table(source))
+    for unit in found:
+        unit.conform = False
+    return found
 
 
 def plan(path: str, engine: str) -> list[Unit]:

@@ -267,3 +267,116 @@ def same_dir(a, b) -> bool:
     names = sorted(p.name for p in a.iterdir())
     return names == sorted(p.name for p in b.iterdir()) and all(
         (a / n).read_bytes() == (b / n).read_bytes() for n in names)
+
+
+def packed_docs(folder, split: str) -> dict[str, tuple[list[int], list[int]]]:
+    """Every document of a shard split: record id -> (tokens, labels)."""
+    from sftdata.shards import ShardReader
+
+    docs = {}
+    for row in ShardReader(folder, split, verify=True):
+        ids, labels, at = list(row["input_ids"]), list(row["labels"]), 0
+        assert len(ids) <= 512
+        for rid, n in zip(row["record_ids"], row["doc_lens"], strict=True):
+            assert rid not in docs  # bfd never splits a document
+            docs[rid] = (ids[at:at + n], labels[at:at + n])
+            at += n
+    return docs
+
+
+def tokenized_parts(folder, n: int = 4000, rows_per_part: int = 1000):
+    """Tokenized records of SFT-like lengths (some longer than 512, some with no supervised
+    token), 10% in a val split, written as parts."""
+    import numpy as np
+    from test_pack import tokenized
+
+    rng = np.random.default_rng(1)
+    lengths = np.clip(rng.lognormal(4.5, 0.8, n).astype(int), 1, 700).tolist()
+    prompts = [n_ if i % 97 == 0 else n_ // 2 for i, n_ in enumerate(lengths)]
+    df = tokenized(lengths, prompts, split=["val" if i % 10 == 0 else "train" for i in range(n)])
+    write_parts(df, folder, rows_per_part=rows_per_part)
+
+
+@pytest.mark.parametrize("pool", [None, 8], ids=["pool-at-end", "pool-refilled-often"])
+def test_pack_bfd_ray_same_documents_efficiency_within_half_a_point(ray_cluster, tmp_path,
+                                                                    monkeypatch, pool):
+    """4,000 records in 4 parts: every document with the same tokens and labels, the same
+    drops, report and input fingerprint; only the bins differ, and efficiency stays within
+    0.5 points of local BFD in every split (docs/engines.md)."""
+    if pool is not None:
+        monkeypatch.setattr("sftdata.engines.pack.POOL_SEQUENCES", pool)
+    tokenized_parts(tmp_path / "in")
+    for engine in ("local", "ray"):
+        run("pack", str(tmp_path / "in"), "--seq-len", "512", "--rows-per-file", "300",
+            "-o", str(tmp_path / engine), "--rejects", f"{tmp_path}/{engine}-rej.jsonl",
+            "--engine", engine)
+    local, ray = (json.loads((tmp_path / e / "manifest.json").read_text())
+                  for e in ("local", "ray"))
+    assert ray["input_fingerprint"] == local["input_fingerprint"]
+    assert ray["packing"] == local["packing"] and local["packing"]["rows_dropped"]
+    assert (tmp_path / "ray-rej.jsonl").read_text() == (tmp_path / "local-rej.jsonl").read_text()
+    for split in ("train", "val"):
+        assert packed_docs(tmp_path / "ray", split) == packed_docs(tmp_path / "local", split)
+        a, b = local["splits"][split], ray["splits"][split]
+        assert (a["documents"], a["tokens"], a["supervised_tokens"]) == (
+            b["documents"], b["tokens"], b["supervised_tokens"])
+        assert b["efficiency"] > a["efficiency"] - 0.005, (split, a["efficiency"], b["efficiency"])
+        assert [f["rows"] for f in b["files"]][:-1] == [300] * (len(b["files"]) - 1)
+
+
+@pytest.mark.parametrize("how", [["--no-pack"], ["--strategy", "wrap"],
+                                 ["--strategy", "wrap", "--cross-doc-attention"]],
+                         ids=["no-pack", "wrap", "wrap-cross-doc"])
+def test_pack_no_pack_and_wrap_ray_equal_local_byte_for_byte(ray_cluster, tmp_path, how):
+    """--no-pack (input order) and wrap (one stream per split, cut on the driver): the local
+    engine's shards and manifest, byte for byte."""
+    tokenized_parts(tmp_path / "in", n=1200, rows_per_part=300)
+    for engine in ("local", "ray"):
+        run("pack", str(tmp_path / "in"), "--seq-len", "512", "--rows-per-file", "100",
+            "-o", str(tmp_path / engine), "--engine", engine, *how)
+    files = sorted(str(p.relative_to(tmp_path / "local")) for p in
+                   (tmp_path / "local").rglob("*") if p.is_file())
+    assert len(files) >= 5  # the manifest, files of 100 sequences in both splits
+    for name in files:
+        assert (tmp_path / "ray" / name).read_bytes() == (tmp_path / "local" / name).read_bytes()
+
+
+def test_pack_ray_errors_name_the_part_and_row(ray_cluster, tmp_path):
+    """A label that is neither -100 nor its token, in the second part, and parts tokenized
+    with two tokenizers: exit 1, the part file and row, no traceback."""
+    from test_pack import tiny_tokenizer, tokenized
+
+    df = tokenized([20] * 60, seed=5)
+    bad = df.with_columns(pl.when(pl.int_range(pl.len()) == 47)
+                          .then(pl.col("labels").list.eval(pl.element() * 0 + 7))
+                          .otherwise(pl.col("labels")).alias("labels"))
+    write_parts(bad, tmp_path / "bad", rows_per_part=30)
+    other = tokenized([20] * 30, tokenizer={**tiny_tokenizer(), "name": "other"})
+    write_parts(pl.concat([df.head(30), other]), tmp_path / "mixed", rows_per_part=30)
+    for folder, says in (("bad", "part-00001.parquet, row 18"),
+                         ("mixed", "part-00001.parquet, row 1")):
+        result = CliRunner().invoke(cli, ["pack", str(tmp_path / folder), "-o",
+                                          str(tmp_path / "out"), "--engine", "ray"])
+        assert result.exit_code == 1, result.output
+        line = result.stderr.strip().splitlines()[-1]
+        assert says in line and "Traceback" not in result.stderr, result.stderr
+    assert "rows disagree on the tokenizer" in line and "part-00000.parquet, row 1" in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_stream_fingerprint_equals_the_whole_inputs():
+    """pack's input fingerprint from consecutive parts (the Ray driver's way) is the digest
+    of the whole input (the local engine's), at any cut, odd bit counts included."""
+    import numpy as np
+    from test_pack import tokenized
+
+    from sftdata.ops.pack import StreamFingerprint, prepare
+
+    df = tokenized([3, 1, 7, 9, 2, 5, 11, 4, 6], seed=2)
+    whole = prepare(df, seq_len=8).fingerprint()
+    for cuts in ([], [1], [2, 5], [1, 2, 3, 8]):
+        stream = StreamFingerprint()
+        for part in np.split(np.arange(df.height), cuts):
+            p = prepare(df[part], seq_len=8)
+            stream.add(p.offsets, p.ids, p.labels != -100, p.record_ids)
+        assert stream.hexdigest() == whole, cuts

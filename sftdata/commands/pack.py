@@ -10,7 +10,16 @@ import click
 from .. import outputs
 from ..errors import DataError
 from ..shards import ROWS_PER_FILE
-from ._common import check_paths, handle_errors, input_argument, progress, rejects_option, say, warn
+from ._common import (
+    check_paths,
+    engine_options,
+    handle_errors,
+    input_argument,
+    progress,
+    rejects_option,
+    say,
+    warn,
+)
 
 MAX_SEQ_LEN = 1 << 24  # L25: 1e10 cost 2.1 GB and wrote seq_len 10,000,000,000 to the manifest
 
@@ -46,6 +55,7 @@ if TYPE_CHECKING:
     "--rows-per-file", type=click.IntRange(min=1), default=ROWS_PER_FILE, show_default=True,
     help="Sequences per Arrow file.",
 )
+@engine_options
 @handle_errors
 def pack(
     input_path: str,
@@ -58,6 +68,8 @@ def pack(
     rejects: str | None,
     force: bool,
     rows_per_file: int,
+    engine: str,
+    ray_address: str | None,
 ) -> None:
     """Pack tokenized records into fixed-length training shards.
 
@@ -65,8 +77,9 @@ def pack(
     Example:
       sftdata tokenize --tokenizer tok/ rendered.jsonl | sftdata pack --seq-len 2048 -o shards/
       sftdata tokenize -t tok/ text.jsonl | sftdata pack --strategy wrap --seq-len 4096 -o cpt/
+      sftdata pack --engine ray tokenized/ --seq-len 4096 -o shards/
     """
-    from ..io import open_source, read_table, write_table
+    from ..io import display_name, open_source, read_table, write_table
     from ..ops.pack import pack as pack_op
     from ..shards import ShardWriter, write_manifest
 
@@ -87,39 +100,63 @@ def pack(
             f"{output} exists and is not empty; pass --force to replace it."
         )
 
-    source = open_source(input_path)
-    frame = read_table(source)
-    result = pack_op(
-        frame, seq_len=seq_len, strategy="none" if no_pack else (strategy or "bfd"),
-        truncation=truncation or "right", source=source.name,
-        cross_doc_attention=cross_doc_attention,
-    )
-    for message in result.warnings:
-        warn(message)
-    if not result.splits:
-        if rejects:
-            with outputs.immediately():  # kept although the command fails: it says why
-                write_table(result.dropped, rejects, label="--rejects")
-        kinds = ", ".join(f"{k} {v}" for k, v in sorted(result.report.dropped.items()))
-        raise DataError(
-            f"all {result.report.rows_in} rows were dropped ({kinds}); nothing to pack",
-            file=source.name,
-            fix="raise --seq-len or change --truncation; --rejects FILE shows every reason",
-        )
+    from ..datasets import is_dataset, table_plan
+    from ..engines import get_engine
 
-    with outputs.building_dir(target, "-o") as build:
-        tmp = build.path
-        splits = {}
-        for name, packed in result.splits.items():
-            writer = ShardWriter(tmp, name, rows_per_file=rows_per_file)
-            files = -(-packed.sequences // rows_per_file)
-            for batch in progress(packed.batches(rows_per_file), total=files, desc=f"pack {name}"):
-                writer.add_packed(**batch)
-            splits[name] = writer.close(seq_len)
-        write_manifest(tmp, {**result.manifest(), "splits": splits})
+    eng = get_engine(engine, ray_address)
+    options = dict(seq_len=seq_len, strategy="none" if no_pack else (strategy or "bfd"),
+                   truncation=truncation or "right", cross_doc_attention=cross_doc_attention)
+    if eng.name != "local":  # each unit prepared (and packed) by a worker (engines/pack.py)
+        from ..engines.pack import pack as pack_units
+
+        name = display_name(input_path)
+        with outputs.building_dir(target, "-o") as build:
+            result, splits = pack_units(eng, table_plan(input_path, eng.name), build.path,
+                                        source=name, rows_per_file=rows_per_file, **options)
+            for message in result.warnings:
+                warn(message)
+            if not splits:
+                _nothing_packed(result, rejects, name)
+            write_manifest(build.path, {**result.manifest(), "splits": splits})
+    else:
+        if is_dataset(input_path):
+            frame, name = eng.read(table_plan(input_path, eng.name)), input_path
+        else:
+            source = open_source(input_path)
+            frame, name = read_table(source), source.name
+        result = pack_op(frame, source=name, **options)
+        for message in result.warnings:
+            warn(message)
+        if not result.splits:
+            _nothing_packed(result, rejects, name)
+        with outputs.building_dir(target, "-o") as build:
+            tmp = build.path
+            splits = {}
+            for split_name, packed in result.splits.items():
+                writer = ShardWriter(tmp, split_name, rows_per_file=rows_per_file)
+                files = -(-packed.sequences // rows_per_file)
+                batches = packed.batches(rows_per_file)
+                for batch in progress(batches, total=files, desc=f"pack {split_name}"):
+                    writer.add_packed(**batch)
+                splits[split_name] = writer.close(seq_len)
+            write_manifest(tmp, {**result.manifest(), "splits": splits})
     if rejects:
         write_table(result.dropped, rejects, label="--rejects")
     _report(result, splits, output, rejects)
+
+
+def _nothing_packed(result: PackResult, rejects: str | None, name: str) -> None:
+    """Every row was dropped: the rejects say why (kept although the command fails)."""
+    from ..io import write_table
+
+    if rejects:
+        with outputs.immediately():
+            write_table(result.dropped, rejects, label="--rejects")
+    kinds = ", ".join(f"{k} {v}" for k, v in sorted(result.report.dropped.items()))
+    raise DataError(
+        f"all {result.report.rows_in} rows were dropped ({kinds}); nothing to pack",
+        file=name, fix="raise --seq-len or change --truncation; --rejects FILE shows every reason",
+    )
 
 
 def _report(result: PackResult, splits: dict, output: str, rejects: str | None) -> None:
@@ -139,7 +176,7 @@ def _report(result: PackResult, splits: dict, output: str, rejects: str | None) 
         say(f"  dropped rows with their reason: {rejects}" if rejects
             else "  pass --rejects FILE to write the dropped rows with their reason")
     for name, entry in splits.items():
-        wrap = result.splits[name].wrap
+        wrap = getattr(result.splits.get(name), "wrap", None)  # per unit on Ray: no plan here
         if wrap is not None:
             attention = "across documents" if result.cross_doc_attention else "within documents"
             say(

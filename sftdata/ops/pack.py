@@ -378,7 +378,68 @@ def pack(
     ``source`` names the input in error messages. One set of sequences per value of ``split``
     (``train`` when the column is absent or empty). ``truncation`` does not apply to ``wrap``
     (nothing is cut); ``cross_doc_attention`` applies to ``wrap`` only.
+
+    Two halves: :func:`prepare` (checks, truncation and drop reasons, row-local) and
+    :func:`pack_splits` (the packing of every split, global); engines run them apart
+    (sftdata/engines/pack.py).
     """
+    prep = prepare(frame, seq_len, strategy, truncation, source, cross_doc_attention)
+    splits, emptied = pack_splits(prep)
+    warnings = prep.warnings + [
+        f"split {name!r}: every row was dropped, no shards written for it" for name in emptied
+    ]
+    return PackResult(
+        seq_len=seq_len,
+        strategy=strategy,
+        truncation=truncation,
+        tokenizer=prep.tokenizer,
+        template=prep.template,
+        input_fingerprint=prep.fingerprint(),
+        splits=splits,
+        dropped=prep.dropped,
+        report=prep.report,
+        warnings=warnings,
+        cross_doc_attention=cross_doc_attention,
+    )
+
+
+@dataclass
+class Prepared:
+    """The row-local half of pack over one frame: the checked token buffers, every row's kept
+    window [start, start + kept) and whether it is packed, the report and the dropped rows."""
+
+    seq_len: int
+    strategy: str
+    tokenizer: dict[str, Any]
+    template_identity: dict[str, Any] | None  # as the rows give it (compared across parts)
+    template: dict[str, Any] | None  # with its text resolved, for the manifest
+    warnings: list[str]
+    offsets: np.ndarray  # int64, rows + 1
+    ids: np.ndarray  # int32
+    labels: np.ndarray  # int32
+    record_ids: pa.Array
+    split_names: np.ndarray  # object, per row
+    is_text: np.ndarray  # bool, per row
+    start: np.ndarray  # int64, per row
+    kept: np.ndarray  # int64, per row
+    keep: np.ndarray  # bool, per row
+    supervised_kept: np.ndarray  # int64, per row
+    report: PackReport
+    dropped: pl.DataFrame
+
+    def fingerprint(self) -> str:
+        return _fingerprint(self.offsets, self.ids, self.labels != LABEL_PAD, self.record_ids)
+
+
+def prepare(
+    frame: pl.DataFrame,
+    seq_len: int = 2048,
+    strategy: str = "bfd",
+    truncation: str = "right",
+    source: str | None = None,
+    cross_doc_attention: bool = False,
+) -> Prepared:
+    """Checks, truncation and drop reasons of :func:`pack`, row by row (no packing)."""
     if seq_len < 1:
         raise UsageProblem(f"--seq-len must be at least 1, got {seq_len}")
     if strategy not in STRATEGIES:
@@ -398,10 +459,10 @@ def pack(
         raise DataError("no records to pack", file=source, fix="check the input is not empty")
     warnings: list[str] = []
     tokenizer = _one_identity(frame, "tokenizer", source)
-    template = None
+    template = template_identity = None
     if "template" in frame.columns:
-        template = _one_identity(frame, "template", source)
-        template = _with_template_text(template, warnings)
+        template_identity = _one_identity(frame, "template", source)
+        template = _with_template_text(template_identity, warnings)
     else:
         warnings.append("no `template` column: the manifest records no chat template")
     if tokenizer.get("eos_id") is None:
@@ -425,7 +486,6 @@ def pack(
 
     lengths = np.diff(offsets)
     trained = labels != LABEL_PAD
-    fingerprint = _fingerprint(offsets, ids, trained, record_ids)
     supervised = _window_sums(trained, offsets[:-1], offsets[1:])
 
     # truncation: the kept window [start, start + kept) of every document
@@ -474,46 +534,89 @@ def pack(
         supervised_tokens_lost=int(lost[cut & keep].sum()),
         dropped=dict(collections.Counter(k for k in kinds.tolist() if k is not None)),
     )
-    splits = {}
-    for name in _ordered(set(split_names.tolist())):
-        rows = np.flatnonzero(keep & (split_names == name))
+    dropped = frame.filter(pl.Series(~keep)).with_columns(
+        pl.Series("reason", reasons[~keep].tolist(), dtype=pl.String)
+    )
+    return Prepared(
+        seq_len=seq_len, strategy=strategy, tokenizer=tokenizer,
+        template_identity=template_identity, template=template, warnings=warnings,
+        offsets=offsets, ids=ids, labels=labels, record_ids=record_ids, split_names=split_names,
+        is_text=is_text, start=start, kept=kept, keep=keep, supervised_kept=supervised_kept,
+        report=report, dropped=dropped,
+    )
+
+
+def pack_splits(prep: Prepared) -> tuple[dict[str, PackedSplit], list[str]]:
+    """The packed sequences of every split of ``prep``, and the splits whose rows were all
+    dropped (no sequences)."""
+    seq_len, keep, kept, start = prep.seq_len, prep.keep, prep.kept, prep.start
+    splits, emptied = {}, []
+    for name in _ordered(set(prep.split_names.tolist())):
+        rows = np.flatnonzero(keep & (prep.split_names == name))
         if rows.size == 0:
-            warnings.append(f"split {name!r}: every row was dropped, no shards written for it")
+            emptied.append(name)
             continue
-        if wrap:
-            splits[name] = _wrap_split(name, seq_len, rows, offsets, ids, labels, record_ids,
-                                       int(tokenizer["eos_id"]), is_text[rows])
+        if prep.strategy == "wrap":
+            splits[name] = _wrap_split(name, seq_len, rows, prep.offsets, prep.ids, prep.labels,
+                                       prep.record_ids, int(prep.tokenizer["eos_id"]),
+                                       prep.is_text[rows])
             continue
-        bins = pack_lengths(kept[rows], seq_len, strategy)
+        bins = pack_lengths(kept[rows], seq_len, prep.strategy)
         docs = rows[np.argsort(bins, kind="stable")]  # sequence by sequence, input order inside
         per_seq = np.bincount(bins)
         splits[name] = PackedSplit(
             name=name,
             seq_len=seq_len,
-            token_ids=ids,
-            token_labels=labels,
+            token_ids=prep.ids,
+            token_labels=prep.labels,
             doc_starts=start[docs],
             doc_lens=kept[docs].astype(np.int32),
             doc_offsets=np.concatenate([[0], np.cumsum(per_seq)]),
-            record_ids=record_ids.take(pa.array(docs)),
-            supervised_tokens=int(supervised_kept[rows].sum()),
+            record_ids=prep.record_ids.take(pa.array(docs)),
+            supervised_tokens=int(prep.supervised_kept[rows].sum()),
         )
-    dropped = frame.filter(pl.Series(~keep)).with_columns(
-        pl.Series("reason", reasons[~keep].tolist(), dtype=pl.String)
+    return splits, emptied
+
+
+def combine(preps: list[Prepared]) -> Prepared:
+    """Consecutive parts of one input as one :class:`Prepared`, the same as if the whole input
+    had been prepared at once (the caller compares the parts' identities first); warnings are
+    kept once each, in order."""
+    if len(preps) == 1:
+        return preps[0]
+    first = preps[0]
+    tokens = np.cumsum([0] + [p.ids.size for p in preps])
+
+    def cat(name: str) -> np.ndarray:
+        return np.concatenate([getattr(p, name) for p in preps])
+
+    return Prepared(
+        seq_len=first.seq_len, strategy=first.strategy, tokenizer=first.tokenizer,
+        template_identity=first.template_identity, template=first.template,
+        warnings=list(dict.fromkeys(w for p in preps for w in p.warnings)),
+        offsets=np.concatenate([[0]] + [p.offsets[1:] + t for p, t in zip(preps, tokens[:-1],
+                                                                           strict=True)]),
+        ids=cat("ids"), labels=cat("labels"),
+        record_ids=pa.concat_arrays([p.record_ids for p in preps]),
+        split_names=cat("split_names"), is_text=cat("is_text"),
+        start=np.concatenate([p.start + t for p, t in zip(preps, tokens[:-1], strict=True)]),
+        kept=cat("kept"), keep=cat("keep"), supervised_kept=cat("supervised_kept"),
+        report=merge_reports([p.report for p in preps]),
+        dropped=pl.concat([p.dropped for p in preps], how="diagonal_relaxed"),
     )
-    return PackResult(
-        seq_len=seq_len,
-        strategy=strategy,
-        truncation=truncation,
-        tokenizer=tokenizer,
-        template=template,
-        input_fingerprint=fingerprint,
-        splits=splits,
-        dropped=dropped,
-        report=report,
-        warnings=warnings,
-        cross_doc_attention=cross_doc_attention,
-    )
+
+
+def merge_reports(reports: list[PackReport]) -> PackReport:
+    """The report of consecutive parts of one input (counts add up)."""
+    out = PackReport()
+    for r in reports:
+        out.rows_in += r.rows_in
+        out.rows_packed += r.rows_packed
+        out.rows_truncated += r.rows_truncated
+        out.supervised_tokens_lost += r.supervised_tokens_lost
+        for kind, n in r.dropped.items():
+            out.dropped[kind] = out.dropped.get(kind, 0) + n
+    return out
 
 
 def wrap_stream(
@@ -774,3 +877,49 @@ def _fingerprint(offsets: np.ndarray, ids: np.ndarray, trained: np.ndarray, reco
     if data is not None:
         h.update(memoryview(data)[id_offsets[0] : id_offsets[-1]])
     return h.hexdigest()
+
+
+class StreamFingerprint:
+    """:func:`_fingerprint` of an input given as consecutive parts, equal to the digest of the
+    whole: the row offsets are hashed as they come (they lead the hashed bytes), the other
+    streams (ids, trained flags, record ids) wait in temporary files until the last part, so
+    memory holds one part at a time."""
+
+    def __init__(self) -> None:
+        import tempfile
+
+        self._hash = hashlib.sha256(np.zeros(1, dtype="<i8"))  # the first offset
+        self._files = [tempfile.TemporaryFile() for _ in range(4)]  # ids, flags, id offs, ids
+        self._tokens = 0
+        self._id_bytes = 0
+
+    def add(self, offsets: np.ndarray, ids: np.ndarray, trained: np.ndarray,
+            record_ids: pa.Array) -> None:
+        ids_f, flags_f, id_off_f, id_data_f = self._files
+        self._hash.update(np.ascontiguousarray(offsets[1:] + self._tokens, dtype="<i8"))
+        self._tokens += int(offsets[-1])
+        ids_f.write(np.ascontiguousarray(ids, dtype="<i4"))
+        flags_f.write(np.ascontiguousarray(trained, dtype=np.uint8))
+        id_offsets = np.frombuffer(record_ids.buffers()[1], dtype=np.int32)
+        id_offsets = id_offsets[record_ids.offset : record_ids.offset + len(record_ids) + 1]
+        id_off_f.write((id_offsets[1:] - id_offsets[0] + self._id_bytes).astype("<i8"))
+        self._id_bytes += int(id_offsets[-1] - id_offsets[0])
+        data = record_ids.buffers()[2]
+        if data is not None:
+            id_data_f.write(memoryview(data)[id_offsets[0] : id_offsets[-1]])
+
+    def hexdigest(self, chunk: int = 1 << 24) -> str:
+        ids_f, flags_f, id_off_f, id_data_f = self._files
+        for f in self._files:
+            f.seek(0)
+        while block := ids_f.read(chunk):
+            self._hash.update(block)
+        while block := flags_f.read(chunk * 8):  # whole bytes of bits until the last block
+            self._hash.update(np.packbits(np.frombuffer(block, dtype=np.uint8).astype(bool)))
+        self._hash.update(np.zeros(1, dtype="<i8"))  # the first record id offset
+        for f in (id_off_f, id_data_f):
+            while block := f.read(chunk):
+                self._hash.update(block)
+        for f in self._files:
+            f.close()
+        return self._hash.hexdigest()
