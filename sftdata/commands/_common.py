@@ -64,6 +64,15 @@ def engine_options(f: F) -> F:
     return f
 
 
+def memory_option(f: F) -> F:
+    """`--memory SIZE`: the memory budget of the local engine (sftdata/memory.py)."""
+    return click.option(
+        "--memory", default=None, metavar="SIZE",
+        help="Memory budget (4GiB, 512MiB, 8GB); default half the memory available at start. "
+             "An input larger than it is processed in pieces.",
+    )(f)
+
+
 def dir_outputs(*outputs_: tuple[str, Any]) -> list[str]:
     """Labels of the outputs written as a directory of parts (`-o DIR/`), for
     ``check_paths(dirs=...)`` in commands that can write datasets; a non-empty directory that

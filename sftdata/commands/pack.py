@@ -15,6 +15,7 @@ from ._common import (
     engine_options,
     handle_errors,
     input_argument,
+    memory_option,
     progress,
     rejects_option,
     say,
@@ -56,6 +57,7 @@ if TYPE_CHECKING:
     help="Sequences per Arrow file.",
 )
 @engine_options
+@memory_option
 @handle_errors
 def pack(
     input_path: str,
@@ -70,6 +72,7 @@ def pack(
     rows_per_file: int,
     engine: str,
     ray_address: str | None,
+    memory: str | None,
 ) -> None:
     """Pack tokenized records into fixed-length training shards.
 
@@ -78,6 +81,7 @@ def pack(
       sftdata tokenize --tokenizer tok/ rendered.jsonl | sftdata pack --seq-len 2048 -o shards/
       sftdata tokenize -t tok/ text.jsonl | sftdata pack --strategy wrap --seq-len 4096 -o cpt/
       sftdata pack --engine ray tokenized/ --seq-len 4096 -o shards/
+      sftdata pack --memory 4GiB tokens.parquet -o shards/   # larger inputs go in pieces
     """
     from ..io import display_name, open_source, read_table, write_table
     from ..ops.pack import pack as pack_op
@@ -102,16 +106,29 @@ def pack(
 
     from ..datasets import is_dataset, table_plan
     from ..engines import get_engine
+    from ..memory import budget as parse_budget
+    from ..memory import format_size
 
     eng = get_engine(engine, ray_address)
     options = dict(seq_len=seq_len, strategy="none" if no_pack else (strategy or "bfd"),
                    truncation=truncation or "right", cross_doc_attention=cross_doc_attention)
-    if eng.name != "local":  # each unit prepared (and packed) by a worker (engines/pack.py)
+    budget = parse_budget(memory)
+    pieces = None
+    if eng.name == "local" and options["strategy"] != "wrap":  # wrap joins its stream whole
+        from ..engines.local import pack_pieces
+
+        pieces, tokens = pack_pieces(input_path, budget)
+        if pieces:
+            say(f"pack: {tokens:,} tokens do not fit --memory {format_size(budget)}: packing "
+                f"{len(pieces)} pieces one at a time (bins are filled within a piece, then "
+                "topped up across pieces)")
+    if eng.name != "local" or pieces:  # unit by unit (engines/pack.py)
         from ..engines.pack import pack as pack_units
 
         name = display_name(input_path)
+        units = pieces or table_plan(input_path, eng.name)
         with outputs.building_dir(target, "-o") as build:
-            result, splits = pack_units(eng, table_plan(input_path, eng.name), build.path,
+            result, splits = pack_units(eng, units, build.path,
                                         source=name, rows_per_file=rows_per_file, **options)
             for message in result.warnings:
                 warn(message)

@@ -40,3 +40,47 @@ def run_unit(unit: datasets.Unit, fn: Callable[..., Any], args: tuple) -> Any:
         return fn(frame, unit, *args)
     except DataError as exc:
         raise datasets.rebase(exc, unit) from None
+
+
+# pack under a memory budget. Peak RSS of packing a whole input, measured at 1M and 3M records
+# (bench/bench_pack_scale.py): 23.4 and 22.6 bytes per input token (ids + labels are 8 of them),
+# so 24 decides whether it fits. Packing piece by piece (engines/pack.py) measured ~2 GiB plus
+# 22 bytes per token of a piece (two pieces are alive while the next one is read): 48 a token
+# keeps a piece's share of the budget with room for that floor.
+PACK_WHOLE_BYTES_PER_TOKEN = 24
+PACK_PIECE_BYTES_PER_TOKEN = 48
+
+
+def pack_pieces(path: str, budget: int) -> tuple[list[datasets.Unit] | None, int]:
+    """(units of whole row groups sized to ``budget``, or None when the whole input fits or is
+    not Parquet; the input's token count from the Parquet metadata, 0 when unknown).
+
+    Only Parquet says its size before it is read: the token count is the ``input_ids`` leaf
+    values of every row group. Other inputs are read whole, as before.
+    """
+    if path == "-" or not (datasets.is_dataset(path) or datasets._fmt(path) == "parquet"):
+        return None, 0
+    parts = datasets.list_parts(path)
+    if any(p.fmt != "parquet" for p in parts):
+        return None, 0
+    tokens = rows = largest = 0
+    for part in parts:
+        meta = datasets._parquet_metadata(part)
+        leaf = [i for i in range(meta.num_columns)
+                if meta.schema.column(i).path.split(".")[0] == "input_ids"]
+        if not leaf:  # not tokenized records: pack says so when it reads them
+            return None, 0
+        rows += meta.num_rows
+        largest = max([largest] + [meta.row_group(g).num_rows for g in range(meta.num_row_groups)])
+        tokens += sum(meta.row_group(g).column(leaf[0]).num_values
+                      for g in range(meta.num_row_groups))
+    if tokens * PACK_WHOLE_BYTES_PER_TOKEN <= budget or rows == 0:
+        return None, tokens
+    unit_rows = int(budget / PACK_PIECE_BYTES_PER_TOKEN / (tokens / rows))
+    # units() closes a unit once it reaches unit_rows: aim lower, so none goes past it
+    units = datasets.units(path, max(1, unit_rows - largest + 1))
+    if len(units) < 2:  # one row group holds it all: nothing to cut at
+        return None, tokens
+    for unit in units:
+        unit.conform = False
+    return units, tokens
