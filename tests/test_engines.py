@@ -380,3 +380,26 @@ def test_stream_fingerprint_equals_the_whole_inputs():
             p = prepare(df[part], seq_len=8)
             stream.add(p.offsets, p.ids, p.labels != -100, p.record_ids)
         assert stream.hexdigest() == whole, cuts
+
+
+@pytest.mark.parametrize("ratios", ["train=100,val=20,test=15", "train=rest,val=25,test=25"],
+                         ids=["unselected", "rest"])
+def test_split_counts_ray_equals_local(ray_cluster, tmp_path, ratios):
+    """Counts mode (keys ranked on the driver, then every part assigned): the same files,
+    unselected records and report, strata allocated, groups spanning parts."""
+    df = corpus(160).with_columns(group=pl.when(pl.int_range(pl.len()) % 4 == 0)
+                                  .then(pl.lit("g") + (pl.int_range(pl.len()) % 7).cast(pl.String)))
+    write_parts(df, tmp_path / "d", rows_per_part=40)
+    for engine in ("local", "ray"):
+        run("split", str(tmp_path / "d"), "--ratios", ratios, "--stratify", "label",
+            "--seed", "5", "-o", str(tmp_path / engine), "--report", f"{tmp_path}/{engine}.json",
+            "--rejects", f"{tmp_path}/{engine}-rej.jsonl", "--engine", engine)
+    assert (tmp_path / "ray.json").read_text() == (tmp_path / "local.json").read_text()
+    rej = (tmp_path / "ray-rej.jsonl").read_text()
+    assert rej == (tmp_path / "local-rej.jsonl").read_text()
+    assert (rej.count("\n") > 0) == ("rest" not in ratios)
+    for name in ("train", "val", "test"):
+        ray_part = pl.read_parquet(tmp_path / "ray" / f"{name}.parquet")
+        assert ray_part.equals(pl.read_parquet(tmp_path / "local" / f"{name}.parquet"))
+    report = json.loads((tmp_path / "ray.json").read_text())
+    assert report["mode"] == "counts" and report["splits"]["val"]["records"] >= 20

@@ -111,20 +111,20 @@ def split(input_path, ratios, stratify, group_by, report_path, output, to, seed,
 
 
 def _split_units(eng, units, plan, seed, stratify, group_by):
-    """split on the Ray engine: ratios mode only (a record's split is a hash of its group key,
-    so every unit is split on its own); the report is computed by ops.split from the unit key,
-    split and label of every row gathered here (docs/engines.md)."""
+    """split on the Ray engine. Ratios: a record's split is a hash of its group key, so every
+    unit is split on its own; the report is computed by ops.split from the unit key, split and
+    label of every row gathered here. Counts: the keys are ranked here, then every unit assigned
+    (engines/split.py). docs/engines.md."""
     import polars as pl
 
-    from ..errors import UsageProblem
     from ..ops.split import _report, _small_strata
 
-    if plan.mode != "ratios":
-        raise UsageProblem("--engine ray splits by ratios; exact record counts need a global "
-                           "rank that the Ray engine does not compute yet: use --engine local "
-                           "or ratios such as train=0.8,val=0.1,test=0.1")
     if group_by is None:  # local: `group` when it has any value in the whole input
         group_by = "group" if any(eng.map(units, _has_values, "group")) else None
+    if plan.mode != "ratios":
+        from ..engines.split import split_by_counts
+
+        return split_by_counts(eng, units, plan, seed, stratify, group_by)
     results = list(eng.map(units, _split_unit, plan, seed, stratify, group_by))
     meta = pl.concat([r[1] for r in results], how="diagonal_relaxed")
     changed = sum(r[2] for r in results)

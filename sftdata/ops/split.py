@@ -180,10 +180,7 @@ def split(
     unselected = assigned.filter(pl.col("split") == UNSELECTED)
     report = _report(chosen, unselected.height, plan, seed, group_by, stratify, warnings)
     cols = list(df.columns) + ([] if "split" in df.columns else ["split"])
-    reason = (
-        f"unselected: the requested counts ({sum(v for v in plan.values if v > 0):g}) "
-        f"leave these records out; add a split with value 'rest' to keep them"
-    )
+    reason = unselected_reason(plan)
     return SplitResult(
         frame=chosen.sort("_row").select(cols),
         unselected=unselected.sort("_row")
@@ -191,6 +188,13 @@ def split(
         .select([*cols, "reason"]),
         report=report,
         warnings=warnings,
+    )
+
+
+def unselected_reason(plan: SplitPlan) -> str:
+    return (
+        f"unselected: the requested counts ({sum(v for v in plan.values if v > 0):g}) "
+        f"leave these records out; add a split with value 'rest' to keep them"
     )
 
 
