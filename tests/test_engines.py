@@ -403,3 +403,36 @@ def test_split_counts_ray_equals_local(ray_cluster, tmp_path, ratios):
         assert ray_part.equals(pl.read_parquet(tmp_path / "local" / f"{name}.parquet"))
     report = json.loads((tmp_path / "ray.json").read_text())
     assert report["mode"] == "counts" and report["splits"]["val"]["records"] >= 20
+
+
+def test_leakcheck_drop_ray_equals_local(ray_cluster, parts, tmp_path):
+    """--drop on both engines: an exact copy caught by the first check, two records sharing
+    its 13-gram caught by the second (boilerplate while the copy counted) in other parts, and
+    an --against item edited: the same kept records, dropped records with reasons and
+    messages."""
+    from test_cli_leakcheck import NATALIA
+
+    words13 = " ".join(NATALIA.split()[:13])
+    filler = " ".join(f"unrelated{i}" for i in range(30))
+    train = read_dir(parts).head(90)
+    special = from_dicts([chat(NATALIA, "72", id="copy"),
+                          chat(f"{words13} {filler}", "x", id="echo1"),
+                          chat(f"{filler} {words13}", "y", id="echo2")])
+    rows = pl.concat([train.slice(0, 20), special.slice(0, 1), train.slice(20, 40),
+                      special.slice(1, 1), train.slice(60, 30), special.slice(2, 1)],
+                     how="diagonal_relaxed")
+    write_parts(rows, tmp_path / "d", rows_per_part=30)
+    ref = tmp_path / "bench.jsonl"
+    from_dicts([chat(NATALIA, "72", id="g1")]).write_ndjson(ref)
+    outs = {}
+    for engine in ("local", "ray"):
+        result = run("leakcheck", str(tmp_path / "d"), "--against", str(ref), "--drop",
+                     "--frequent-cutoff", "2", "-o", f"{tmp_path}/{engine}.jsonl",
+                     "--rejects", f"{tmp_path}/{engine}-rej.jsonl", "--engine", engine)
+        outs[engine] = result.stderr.replace(f"{tmp_path}/{engine}", "OUT")
+    assert outs["ray"] == outs["local"]
+    assert "dropped 3 contaminated record(s) of 93; wrote 90" in outs["ray"], outs["ray"]
+    for name in ("", "-rej"):
+        ray_out = (tmp_path / f"ray{name}.jsonl").read_text()
+        assert ray_out == (tmp_path / f"local{name}.jsonl").read_text()
+    assert "round 2: boilerplate no longer" in (tmp_path / "ray-rej.jsonl").read_text()

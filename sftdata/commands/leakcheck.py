@@ -95,9 +95,6 @@ def leakcheck(
     from ..engines import get_engine
 
     eng = get_engine(engine, ray_address)
-    if eng.name == "ray" and drop:
-        raise click.UsageError("--drop runs on the local engine only (it checks the kept "
-                               "records again until clean); drop --engine ray or --drop")
     units = eng.plan(train_path)
     references = {name: read_records(path) for name, path in sources.items()}
     params = dict(on=on, ngram=ngram, min_ngram=min_ngram, frequent_cutoff=frequent_cutoff,
@@ -128,23 +125,34 @@ def leakcheck(
         say(f"report written to {report_path}")
 
     if drop:
-        outcome = drop_until_clean(
-            train, references, include_low=strict, first=result, on=on, ngram=ngram,
-            min_ngram=min_ngram, frequent_cutoff=frequent_cutoff, near_threshold=near_threshold,
-            num_perm=num_perm, min_overlap=min_overlap, near=not no_near,
-        )
-        kept, dropped = outcome.kept, outcome.dropped
-        write_table(kept, output, to, "-o")
-        later = dropped.height - outcome.first_dropped
+        if eng.name == "ray":  # checks over the units; kept records written unit by unit
+            import polars as pl
+
+            rounds, clean, dropped, n_kept = _drop_units(eng, units, references, result, strict,
+                                                         params, output, to)
+            first_dropped = dropped[0].height
+            dropped = pl.concat(dropped, how="vertical_relaxed")
+        else:
+            outcome = drop_until_clean(
+                train, references, include_low=strict, first=result, on=on, ngram=ngram,
+                min_ngram=min_ngram, frequent_cutoff=frequent_cutoff,
+                near_threshold=near_threshold, num_perm=num_perm, min_overlap=min_overlap,
+                near=not no_near,
+            )
+            rounds, clean, dropped, first_dropped = (outcome.rounds, outcome.clean,
+                                                     outcome.dropped, outcome.first_dropped)
+            write_table(outcome.kept, output, to, "-o")
+            n_kept = outcome.kept.height
+        later = dropped.height - first_dropped
         if later:
             say(f"{later} more record(s) contaminated once the first ones were dropped (their "
                 f"shared n-grams were boilerplate only while those counted); dropped too, "
-                f"{len(outcome.rounds)} checks in all")
-        if not outcome.clean:
-            warn(f"still finding contamination after {len(outcome.rounds)} checks; "
+                f"{len(rounds)} checks in all")
+        if not clean:
+            warn(f"still finding contamination after {len(rounds)} checks; "
                  "run leakcheck on the output again")
-        say(f"dropped {dropped.height} contaminated record(s) of {train.height}; "
-            f"wrote {kept.height}")
+        say(f"dropped {dropped.height} contaminated record(s) of {n_train}; "
+            f"wrote {n_kept}")
         if rejects:
             write_table(dropped, rejects, label="--rejects")
             say(f"{dropped.height} dropped record(s) written to {rejects} with a reason")
@@ -152,6 +160,27 @@ def leakcheck(
             say("dropped records not written (pass --rejects FILE to keep them)")
     if failure:
         raise failure
+
+
+def _drop_units(eng, units, references, first, strict, params, output, to):
+    """--drop on the Ray engine (engines/leakcheck.py): (checks, clean, dropped frames of each
+    check, kept records written)."""
+    import polars as pl
+
+    from ..engines.leakcheck import drop_until_clean as drop_units
+    from ..io import TableWriter
+
+    rounds, clean, per_unit = drop_units(eng, units, references, first=first,
+                                         include_low=strict, **params)
+    dropped: list[list] = [[] for _ in rounds]
+    n_kept = 0
+    with TableWriter(output, to, "-o") as out:
+        for kept, parts in per_unit:
+            out.write(kept)
+            n_kept += kept.height
+            for check, frame in zip(dropped, parts, strict=True):
+                check.append(frame)
+    return rounds, clean, [pl.concat(c, how="vertical_relaxed") for c in dropped], n_kept
 
 
 def check_no_output_flags(output: bool, to: bool, rejects: bool) -> None:

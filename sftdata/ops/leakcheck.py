@@ -273,14 +273,18 @@ def drop_until_clean(
         check = leakcheck(kept, references, **params)
         rounds.append(check)
         kept, more = decontaminate(kept, check, include_low=include_low)
-        more = more.with_columns(
-            pl.format("{} (round {}: boilerplate no longer once the records of round {} were "
-                      "dropped)", "reason", pl.lit(len(rounds)), pl.lit(len(rounds) - 1))
-            .alias("reason"))
-        parts.append(more)
+        parts.append(later_round(more, len(rounds)))
     clean = parts[-1].height == 0
     return DropResult(kept, pl.concat(parts, how="vertical_relaxed"), rounds, clean,
                       parts[0].height)
+
+
+def later_round(dropped: pl.DataFrame, check: int) -> pl.DataFrame:
+    """The reasons of records dropped by check number ``check`` (2 and later) say why the
+    earlier checks kept them."""
+    return dropped.with_columns(
+        pl.format("{} (round {}: boilerplate no longer once the records of round {} were "
+                  "dropped)", "reason", pl.lit(check), pl.lit(check - 1)).alias("reason"))
 
 
 # --------------------------------------------------------------------------- references
