@@ -19,6 +19,7 @@ the offsets), so the same input gives the same fingerprint on either engine.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,7 @@ def pack(engine: Any, units: list, out_dir: Path, *, source: str, rows_per_file:
             continue
         prep, batches = item
         if first is None:
-            first = (unit, prep)
+            first = (unit, _without_buffers(prep))  # the identities, not the tokens
         else:
             _same_identities(first, unit, prep, source)
         fingerprint.add(prep.offsets, prep.ids, prep.labels != LABEL_PAD, prep.record_ids)
@@ -75,6 +76,8 @@ def pack(engine: Any, units: list, out_dir: Path, *, source: str, rows_per_file:
                 writers[name] = _Appender(ShardWriter(out_dir, name, rows_per_file), rows_per_file,
                                           prep.seq_len, prep.strategy)
             writers[name].add(next(packed.batches(packed.sequences)))
+        # let this unit's tokens go before the next unit is read (local engine: in this process)
+        item = prep = batches = packed = None
     if first is None:
         raise DataError("no records to pack", file=source, fix="check the input is not empty")
     prep = first[1]
@@ -105,6 +108,18 @@ def pack(engine: Any, units: list, out_dir: Path, *, source: str, rows_per_file:
         cross_doc_attention=options["cross_doc_attention"],
     )
     return result, written
+
+
+def _without_buffers(prep: op.Prepared) -> op.Prepared:
+    """``prep`` with no rows: what later units are compared with and the manifest is made from,
+    without holding the first unit's tokens to the end."""
+    none = np.zeros(0, dtype=np.int64)
+    return replace(
+        prep, offsets=np.zeros(1, dtype=np.int64), ids=none.astype(np.int32),
+        labels=none.astype(np.int32), record_ids=pa.array([], type=pa.string()),
+        split_names=none.astype(object), is_text=none.astype(bool), start=none, kept=none,
+        keep=none.astype(bool), supervised_kept=none, dropped=prep.dropped.clear(),
+    )
 
 
 def _same_identities(first: tuple[Any, op.Prepared], unit: Any, prep: op.Prepared,
