@@ -111,7 +111,7 @@ def worker(kind: str, n: int, seq_len: int, pool_file: str) -> dict:
 
         frame = pl.from_arrow(table).with_columns(pl.lit(tokenizer_json()).alias("tokenizer"))
         del table
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         result = pack(frame, seq_len=seq_len)
         packed = result.splits["train"]
         if kind == "ours+write":
@@ -123,10 +123,10 @@ def worker(kind: str, n: int, seq_len: int, pool_file: str) -> dict:
                     writer.add_packed(**batch)
                 entry = writer.close(seq_len)
                 write_manifest(out, {**result.manifest(), "splits": {"train": entry}})
-                seconds = time.perf_counter() - start
+                seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
         else:
             tokens = sum(b["input_ids"].size for b in packed.batches(8192))
-            seconds = time.perf_counter() - start
+            seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
             assert tokens == packed.tokens
         sequences, tokens = packed.sequences, packed.tokens
     elif kind.startswith("trl"):
@@ -136,10 +136,10 @@ def worker(kind: str, n: int, seq_len: int, pool_file: str) -> dict:
         datasets.disable_progress_bars()
         ds = datasets.Dataset(table.drop_columns(["id"]))
         map_kwargs = {"batch_size": None} if kind == "trl-1batch" else None
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         packed = pack_dataset(ds, seq_len, strategy="bfd", map_kwargs=map_kwargs)
         lens = packed.with_format("arrow")["input_ids"]
-        seconds = time.perf_counter() - start
+        seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
         import pyarrow.compute as pc
 
         sequences = len(packed)
@@ -154,10 +154,10 @@ def worker(kind: str, n: int, seq_len: int, pool_file: str) -> dict:
             pq.write_table(table.append_column("tokenizer", col), path, compression="zstd")
             del table, col
             sftdata = Path(sys.executable).with_name("sftdata")
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             proc = subprocess.run([str(sftdata), "pack", str(path), "-o", f"{tmp}/shards"],
                                   capture_output=True, text=True)
-            seconds = time.perf_counter() - start
+            seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
             if proc.returncode:
                 raise SystemExit(proc.stderr)
             manifest = json.loads((Path(tmp) / "shards" / "manifest.json").read_text())
@@ -168,35 +168,48 @@ def worker(kind: str, n: int, seq_len: int, pool_file: str) -> dict:
         from sftdata.ops.pack import pack_lengths
 
         lengths = pc.list_value_length(table["input_ids"]).to_numpy()
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         bins = pack_lengths(lengths, seq_len, "bfd")
-        seconds = time.perf_counter() - start
+        seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
         sequences, tokens = int(bins.max()) + 1, int(lengths.sum())
     else:
         raise SystemExit(f"unknown worker {kind}")
     rss = psutil.Process().memory_info().rss  # after the work; peak comes from the parent
-    return {"kind": kind, "n": n, "seconds": seconds, "sequences": sequences, "tokens": tokens,
+    if kind == "cli":  # the command's CPU time is its own process's, not this one's
+        cpu_seconds = float("nan")
+    return {"kind": kind, "n": n, "seconds": seconds, "cpu_seconds": cpu_seconds,
+            "sequences": sequences, "tokens": tokens,
             "efficiency": tokens / (sequences * seq_len), "rss_end": rss}
 
 
-def measure(kind: str, n: int, seq_len: int, pool_file: str, repeats: int) -> dict:
-    runs = []
+def run_once(kind: str, n: int, seq_len: int, pool_file: str) -> dict:
+    proc = subprocess.run(
+        ["/usr/bin/time", "-f", "%M", sys.executable, __file__, "--worker", kind, "--n", str(n),
+         "--seq-len", str(seq_len), "--pool", pool_file],
+        capture_output=True, text=True,
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"{kind} failed:\n{proc.stderr[-3000:]}")
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out["peak_rss_mib"] = int(proc.stderr.strip().splitlines()[-1]) / 1024
+    return out
+
+
+def measure(kinds: tuple[str, ...], n: int, seq_len: int, pool_file: str, repeats: int) -> list[dict]:
+    """Medians over repeats run interleaved (ours, ours+write, trl, trl-1batch, ours, ...): the
+    shared machine's load drifts over minutes, and interleaving exposes every kind to it."""
+    runs: dict[str, list[dict]] = {k: [] for k in kinds}
     for _ in range(repeats):
-        proc = subprocess.run(
-            ["/usr/bin/time", "-f", "%M", sys.executable, __file__, "--worker", kind, "--n", str(n),
-             "--seq-len", str(seq_len), "--pool", pool_file],
-            capture_output=True, text=True,
-        )
-        if proc.returncode != 0:
-            raise SystemExit(f"{kind} failed:\n{proc.stderr[-3000:]}")
-        out = json.loads(proc.stdout.strip().splitlines()[-1])
-        out["peak_rss_mib"] = int(proc.stderr.strip().splitlines()[-1]) / 1024
-        runs.append(out)
-    best = dict(runs[0])
-    best["seconds"] = statistics.median(r["seconds"] for r in runs)
-    best["peak_rss_mib"] = statistics.median(r["peak_rss_mib"] for r in runs)
-    best["all_seconds"] = [round(r["seconds"], 3) for r in runs]
-    return best
+        for kind in kinds:
+            runs[kind].append(run_once(kind, n, seq_len, pool_file))
+    rows = []
+    for done in runs.values():
+        best = dict(done[0])
+        for key in ("seconds", "cpu_seconds", "peak_rss_mib"):
+            best[key] = statistics.median(r[key] for r in done)
+        best["all_seconds"] = [round(r["seconds"], 3) for r in done]
+        rows.append(best)
+    return rows
 
 
 def main() -> None:
@@ -223,20 +236,26 @@ def main() -> None:
         np.save(fh, pool)
         pool_file = fh.name
     try:
-        rows = [measure(k, n, args.seq_len, pool_file, repeats)
-                for k in ("ours", "ours+write", "trl", "trl-1batch")]
+        print("load average at start: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
+        rows = measure(("ours", "ours+write", "trl", "trl-1batch"), n, args.seq_len, pool_file,
+                       repeats)
         if big:
-            rows += [measure(k, big, args.seq_len, pool_file, repeats)
-                     for k in ("lengths", "ours", "ours+write", "cli")]
+            rows += measure(("lengths", "ours", "ours+write", "cli"), big, args.seq_len,
+                            pool_file, repeats)
+        print("load average at end: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     finally:
         os.unlink(pool_file)
     trl = next(r for r in rows if r["kind"] == "trl")
     print(f"\n{'what':<12} {'records':>9} {'median s':>9} {'runs':<24} {'sequences':>9} "
-          f"{'efficiency':>10} {'peak RSS MiB':>12} {'TRL s / ours s':>14}")
+          f"{'efficiency':>10} {'peak RSS MiB':>12} {'TRL s / ours s':>14} {'CPU s':>7} "
+          f"{'TRL CPU / ours':>14}")
     for r in rows:
-        ratio = trl["seconds"] / r["seconds"] if r["n"] == trl["n"] else float("nan")
+        same_n = r["n"] == trl["n"]
+        ratio = trl["seconds"] / r["seconds"] if same_n else float("nan")
+        cpu_ratio = trl["cpu_seconds"] / r["cpu_seconds"] if same_n else float("nan")
         print(f"{r['kind']:<12} {r['n']:>9} {r['seconds']:>9.3f} {str(r['all_seconds']):<24} "
-              f"{r['sequences']:>9} {r['efficiency']:>10.4%} {r['peak_rss_mib']:>12.0f} {ratio:>14.1f}")
+              f"{r['sequences']:>9} {r['efficiency']:>10.4%} {r['peak_rss_mib']:>12.0f} {ratio:>14.1f} "
+              f"{r['cpu_seconds']:>7.3f} {cpu_ratio:>14.1f}")
 
 
 if __name__ == "__main__":

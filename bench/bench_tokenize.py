@@ -53,16 +53,21 @@ def conversations(limit: int) -> list[list[dict]]:
     return [chats[i % len(chats)] for i in range(limit)]
 
 
-def paired(baseline, ours, repeats: int) -> tuple[float, float]:
+def paired(baseline, ours, repeats: int) -> tuple[float, float, float, float]:
     """Medians of interleaved runs (baseline, ours, baseline, ...): the shared machine's load
-    drifts over minutes, and interleaving exposes both sides to the same drift."""
-    base_times, our_times = [], []
+    drifts over minutes, and interleaving exposes both sides to the same drift. Wall seconds
+    and CPU seconds of this process (all threads): our batch encode runs on every core, TRL's
+    per-example map on one, so wall ratios depend on how many cores the other users leave
+    free and the CPU ratio is the per-core one."""
+    walls: tuple[list[float], list[float]] = ([], [])
+    cpus: tuple[list[float], list[float]] = ([], [])
     for _ in range(repeats):
-        for fn, times in ((baseline, base_times), (ours, our_times)):
-            start = time.perf_counter()
+        for side, fn in enumerate((baseline, ours)):
+            start, cpu = time.perf_counter(), time.process_time()
             fn()
-            times.append(time.perf_counter() - start)
-    return statistics.median(base_times), statistics.median(our_times)
+            walls[side].append(time.perf_counter() - start)
+            cpus[side].append(time.process_time() - cpu)
+    return (*map(statistics.median, walls), *map(statistics.median, cpus))
 
 
 def trl_prepare(chats, hf_tok, template_text):
@@ -137,10 +142,27 @@ def main() -> None:
         results["TRL _prepare_dataset / ours render+tokenize"] = paired(
             trl_run, ours_pipeline, repeats)
 
+    # -- tokenizing freshly rendered text vs the same frame again (one process, interleaved) --
+    parts: dict[str, list[tuple[float, float]]] = {"render": [], "fresh": [], "again": []}
+    for _ in range(repeats):
+        fresh = None
+        for part in parts:
+            start, cpu = time.perf_counter(), time.process_time()
+            if part == "render":
+                fresh = render_template(records, template).records
+            else:
+                tokenize(fresh, hf)
+            parts[part].append((time.perf_counter() - start, time.process_time() - cpu))
+    print("render, tokenize of the fresh frame, the same frame again (median wall / CPU s): "
+          + ", ".join(f"{part} {statistics.median(w for w, _ in v):.3f} / "
+                      f"{statistics.median(c for _, c in v):.3f}" for part, v in parts.items()))
+
     print()
-    print(f"{'comparison':52s} {'baseline s':>10s} {'ours s':>8s} {'ours speed':>10s}")
-    for name, (base, mine) in results.items():
-        print(f"{name:52s} {base:10.3f} {mine:8.3f} {base / mine:9.2f}x")
+    print(f"{'comparison':52s} {'baseline s':>10s} {'ours s':>8s} {'ours speed':>10s} "
+          f"{'base CPU s':>10s} {'ours CPU s':>10s} {'per core':>8s}")
+    for name, (base, mine, base_cpu, our_cpu) in results.items():
+        print(f"{name:52s} {base:10.3f} {mine:8.3f} {base / mine:9.2f}x "
+              f"{base_cpu:10.3f} {our_cpu:10.3f} {base_cpu / our_cpu:7.2f}x")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"\npeak RSS of this process: {peak:.0f} MiB")
     print("load average at end: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
