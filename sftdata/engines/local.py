@@ -44,11 +44,12 @@ def run_unit(unit: datasets.Unit, fn: Callable[..., Any], args: tuple) -> Any:
 
 # pack under a memory budget. Peak RSS of packing a whole input, measured at 1M and 3M records
 # (bench/bench_pack_scale.py): 23.4 and 22.6 bytes per input token (ids + labels are 8 of them),
-# so 24 decides whether it fits. Packing piece by piece (engines/pack.py) measured ~2 GiB plus
-# 22 bytes per token of a piece (two pieces are alive while the next one is read): 48 a token
-# keeps a piece's share of the budget with room for that floor.
+# so 24 decides whether it fits. Packing piece by piece (engines/pack.py), 3M records in pieces
+# of 40M, 80M and 160M tokens peaked at 2.8, 3.6 and 7.2 GiB: a floor of ~1.5 GiB (the reader's
+# buffers, the pool of loose sequences) and up to 48 bytes a token of a piece above it.
 PACK_WHOLE_BYTES_PER_TOKEN = 24
 PACK_PIECE_BYTES_PER_TOKEN = 48
+PACK_PIECE_FLOOR = 3 << 29  # 1.5 GiB
 
 
 def pack_pieces(path: str, budget: int) -> tuple[list[datasets.Unit] | None, int]:
@@ -76,7 +77,8 @@ def pack_pieces(path: str, budget: int) -> tuple[list[datasets.Unit] | None, int
                       for g in range(meta.num_row_groups))
     if tokens * PACK_WHOLE_BYTES_PER_TOKEN <= budget or rows == 0:
         return None, tokens
-    unit_rows = int(budget / PACK_PIECE_BYTES_PER_TOKEN / (tokens / rows))
+    room = max(budget - PACK_PIECE_FLOOR, budget // 4)
+    unit_rows = int(room / PACK_PIECE_BYTES_PER_TOKEN / (tokens / rows))
     # units() closes a unit once it reaches unit_rows: aim lower, so none goes past it
     units = datasets.units(path, max(1, unit_rows - largest + 1))
     if len(units) < 2:  # one row group holds it all: nothing to cut at

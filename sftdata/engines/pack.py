@@ -75,7 +75,8 @@ def pack(engine: Any, units: list, out_dir: Path, *, source: str, rows_per_file:
             if name not in writers:
                 writers[name] = _Appender(ShardWriter(out_dir, name, rows_per_file), rows_per_file,
                                           prep.seq_len, prep.strategy)
-            writers[name].add(next(packed.batches(packed.sequences)))
+            for batch in packed.batches(rows_per_file):  # a file's worth of tokens at a time
+                writers[name].add(batch)
         # let this unit's tokens go before the next unit is read (local engine: in this process)
         item = prep = batches = packed = None
     if first is None:
