@@ -130,8 +130,9 @@ def lr_find(shards, model_path, full, quant, config_file, overrides, plot_path, 
     """Learning-rate range test from a fresh adapter; prints a suggested lr (writes no run).
 
     The lr grows exponentially from lr_find_min to lr_find_max over lr_find_steps optimizer
-    steps of the run's effective batch; the test stops when the smoothed loss passes 4x its
-    minimum. Suggested lr: the lr of the lowest smoothed loss / 10. `run lr=auto` does the same.
+    steps of the run's effective batch. After each step the same lr_find_probe sequences (val,
+    else train) are scored; the test stops when their smoothed loss passes 4x its minimum.
+    Suggested lr: the lr of the lowest smoothed probe loss / 10. `run lr=auto` does the same.
 
     \b
     Example:

@@ -51,6 +51,7 @@ class TrainConfig:
     lr_find_steps: int = 100  # range test: optimizer steps (fewer when one epoch is shorter)
     lr_find_min: float = 1e-6  # range test: the first step's lr ...
     lr_find_max: float = 1.0  # ... growing exponentially to this (it stops early on divergence)
+    lr_find_probe: int = 8  # range test: sequences scored after every step (val, else train)
     weight_decay: float = 0.0
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
@@ -99,6 +100,7 @@ RANGES = {
     "lr_find_steps": (5, None, True),
     "lr_find_min": (0.0, None, False),
     "lr_find_max": (0.0, None, False),
+    "lr_find_probe": (1, None, True),
     "weight_decay": (0.0, None, True),
     "adam_beta1": (0.0, 1.0, True),
     "adam_beta2": (0.0, 1.0, True),

@@ -31,6 +31,7 @@ from sftdata.errors import DataError, UsageProblem
 from sftdata.shards import ShardReader, read_manifest, verify_checksums
 
 from . import loggers as L
+from . import lr_find
 from . import model as M
 from . import oom as O
 from . import plan as P
@@ -141,7 +142,8 @@ def run(
     total_steps = config.max_steps or steps_per_epoch * config.epochs
     effective = config.micro_batch * config.grad_accum * world
     if config.lr == "auto":  # a range test on this very adapter, which is then put back
-        config, record["lr_find"] = _auto_lr(model, loss_fn, train, config, device,
+        probe = lr_find.make_probe(shard_dir, train, config, pad_id, rank, world)
+        config, record["lr_find"] = _auto_lr(model, loss_fn, train, probe, config, device,
                                              _autocast(device, dtype), world,
                                              say if is_main else None)
 
@@ -339,16 +341,14 @@ def forward_backward(loss_fn, batches, supervised: int, world: int, device, auto
     return loss_sum
 
 
-def _auto_lr(model, loss_fn, train, config, device, autocast, world, say):
+def _auto_lr(model, loss_fn, train, probe, config, device, autocast, world, say):
     """lr=auto: the range test's suggestion, and what run.json records of the test."""
     from sftdata.errors import CheckFailed
 
-    from . import lr_find
-
     with lr_find.snapshot(model):
         try:
-            found = lr_find.range_test(model, loss_fn, train, config, device, autocast, world,
-                                       say=say)
+            found = lr_find.range_test(model, loss_fn, train, probe, config, device, autocast,
+                                       world, say=say)
         except torch.OutOfMemoryError:
             found = None  # raised below, out of the handler (its tensors then freed)
     if found is None:
@@ -361,7 +361,7 @@ def _auto_lr(model, loss_fn, train, config, device, autocast, world, say):
                           "look at the curve with `sfttrain lr-find SHARDS --model M --plot "
                           "lr.png` and give lr= explicitly")
     keep = ("suggestion", "rule", "min_lr", "min_loss", "steepest_lr", "stopped", "planned",
-            "effective_batch")
+            "effective_batch", "probe")
     info = {k: v for k, v in found.as_dict().items() if k in keep}
     info["steps"] = len(found.lrs)
     return replace(config, lr=found.suggestion), info

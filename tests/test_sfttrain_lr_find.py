@@ -1,19 +1,37 @@
 """sfttrain lr-find and lr=auto: the curve's arithmetic (schedule, bias-corrected smoothing,
-divergence stop, the suggestion rule), the range test on the tiny random Llama, the command,
-and lr=auto in `run` (the same run as the suggested lr given by hand; kept on resume)."""
+divergence stop, the suggestion rule), the probe every step is scored on (which sequences; data
+noise in the steps' own losses does not reach the curve or the suggestion), the range test on
+the tiny random Llama, the command, and lr=auto in `run` (the same run as the suggested lr given
+by hand; kept on resume)."""
 
 from __future__ import annotations
 
 import json
 import math
 
+import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 from sfttrain_helpers import task_records, train, write_shards
 
+from sfttrain import model as M
 from sfttrain.cli import cli
-from sfttrain.config import build_config
-from sfttrain.lr_find import RULE, Tracker, find, planned_steps, schedule, smooth
+from sfttrain.config import ConfigError, build_config
+from sfttrain.data import PackedBatches
+from sfttrain.lr_find import (
+    RULE,
+    Tracker,
+    choose_probe,
+    find,
+    make_probe,
+    planned_steps,
+    range_test,
+    schedule,
+    smooth,
+    snapshot,
+)
+from sfttrain.train import _null_context
 
 FAST = ["device=cpu", "quant=none", "lora_r=8", "lora_alpha=16", "micro_batch=4",
         "lr_find_steps=30", "lr_find_min=1e-5", "lr_find_max=10"]
@@ -73,6 +91,73 @@ def test_tracker_stops_on_nan():
     assert "nan" in tracker.finish().stopped
 
 
+def _valley(lr: float) -> float:
+    """A clean range-test curve: flat, falling by 0.2 (SmolLM2's fall in the short runs of
+    docs/sfttrain.md) from 1e-4 to its lowest at 1e-2, then blowing up."""
+    x = math.log10(lr)
+    return 2.0 - 0.1 * min(max(x + 4, 0), 2) + (3.0 * (x + 2) ** 2 if x > -2 else 0.0)
+
+
+def test_noise_in_the_steps_own_loss_does_not_move_the_suggestion():
+    # Each step's own training loss = the curve + +-0.5 from the records it drew (as SmolLM2's
+    # at an effective batch of 2); the probe, the same sequences every step, sees only the curve.
+    lrs = schedule(1e-6, 1.0, 60)
+    suggestions, by_train_loss = set(), set()
+    for seed in range(5):
+        noise = np.random.default_rng(seed).uniform(-0.5, 0.5, len(lrs))
+        scored, old = Tracker(len(lrs)), Tracker(len(lrs), beta=0.9)
+        for lr, e in zip(lrs, noise, strict=True):
+            stop = scored.add(lr, _valley(lr), train_loss=_valley(lr) + e)
+            old.add(lr, _valley(lr) + e)  # the old scoring: the step's own loss
+            if stop:
+                break
+        result = scored.finish()
+        assert result.train_losses != result.losses  # the noise is there, beside the curve
+        suggestions.add(result.suggestion)
+        by_train_loss.add(old.finish().suggestion)
+    assert len(suggestions) == 1  # the same lr whatever the records did
+    (suggestion,) = suggestions
+    assert 5e-4 <= suggestion <= 2e-3  # a decade below the curve's lowest point, 1e-2
+    # the steps' own losses scored instead (with the longer EMA they needed): the suggestion
+    # wanders with the records, from none at all to three decades below the curve's
+    assert len(by_train_loss) > 2 and suggestion not in by_train_loss
+
+
+def test_the_probe_is_val_first_else_the_train_sequences_the_test_reaches_last():
+    order = [5, 2, 7, 0, 1, 6, 3, 4]
+    assert choose_probe(12, order, trained=8, size=4) == ("val", [0, 1, 2, 3], None)
+    assert choose_probe(3, order, trained=8, size=4) == ("val", [0, 1, 2], None)
+    # no val: the end of the data order, untouched by a test of 4 sequences
+    assert choose_probe(0, order, trained=4, size=4) == ("train", [1, 6, 3, 4], None)
+    split, picked, note = choose_probe(0, order, trained=6, size=4)
+    assert picked == [1, 6, 3, 4] and "trains on 2 of them" in note
+    with pytest.raises(ConfigError, match="lr_find_probe"):
+        build_config(None, ["lr_find_probe=0"])
+
+
+def test_the_curve_is_the_probes_loss_not_the_steps_own(tiny, shards):
+    # lrs so small that the weights do not move: the steps' own losses still vary with their
+    # records (and with the data order), the probe's loss is one number, whatever the order
+    config = build_config(None, [*FAST, "micro_batch=1", "lr_find_min=1e-12",
+                                 "lr_find_max=1e-11", "lr_find_steps=20"])
+    model = M.prepare_for_training(M.load_base(M.resolve_model_dir(tiny), "none", torch.float32,
+                                               torch.device("cpu"), "sdpa"), config)
+    loss_fn = M.PackedLoss(model, "sdpa", config.loss_chunk)
+    curves = []
+    for seed in (0, 1):
+        order = PackedBatches(shards, "train", 1, 1, seed)  # another data order each time
+        probe = make_probe(shards, order, config, 1)
+        assert probe.description.startswith("the first 8 val sequence(s)")
+        with snapshot(model):
+            curves.append(range_test(model, loss_fn, order, probe, config, torch.device("cpu"),
+                                     _null_context()))
+    for result in curves:
+        assert max(result.train_losses) - min(result.train_losses) > 0.01
+        assert max(result.losses) - min(result.losses) < 1e-4
+    assert curves[0].train_losses != curves[1].train_losses
+    assert curves[0].losses == pytest.approx(curves[1].losses, abs=1e-5)
+
+
 def test_planned_steps_shrink_to_an_epoch_but_not_below_the_minimum():
     config = build_config(None, ["lr_find_steps=100"])
     assert planned_steps(config, 500) == (100, None)
@@ -111,7 +196,9 @@ def test_command_prints_the_lr_writes_the_plot_and_nothing_else(tiny, shards, tm
     assert sorted(p.name for p in shards.rglob("*")) == before
     as_json = json.loads(runner.invoke(cli, [*args, "--json"]).stdout)
     assert as_json["suggestion"] == pytest.approx(float(result.stdout.strip()[3:]), rel=1e-2)
-    assert len(as_json["lrs"]) == len(as_json["losses"]) == len(as_json["smoothed"])
+    assert len(as_json["lrs"]) == len(as_json["losses"]) == len(as_json["smoothed"]) == len(
+        as_json["train_losses"])
+    assert as_json["probe"].startswith("the first 8 val sequence(s)")
     bad = runner.invoke(cli, [*args, "--plot", "lr.jpg"])
     assert bad.exit_code == 2 and "PNG" in bad.output
 
@@ -124,6 +211,7 @@ def test_lr_auto_runs_as_the_suggested_lr_given_by_hand_and_keeps_it_on_resume(t
     info = json.loads((tmp_path / "auto" / "run.json").read_text())
     lr = info["config"]["lr"]
     assert info["lr_find"]["suggestion"] == lr and info["lr_find"]["rule"] == RULE
+    assert "val sequence(s)" in info["lr_find"]["probe"]
     assert any(f"suggested lr {lr:.3g}" in line for line in lines)
     assert json.loads((tmp_path / "auto" / "summary.json").read_text())["lr"] == lr
     # the range test left no trace: the same adapter init, data and dropout draws as lr=<lr>
