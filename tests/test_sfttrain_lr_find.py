@@ -92,10 +92,10 @@ def test_tracker_stops_on_nan():
 
 
 def _valley(lr: float) -> float:
-    """A clean range-test curve: flat, falling by 0.2 (SmolLM2's fall in the short runs of
+    """A clean range-test curve: flat, falling by 0.1 (SmolLM2's probe fell by 0.09, see
     docs/sfttrain.md) from 1e-4 to its lowest at 1e-2, then blowing up."""
     x = math.log10(lr)
-    return 2.0 - 0.1 * min(max(x + 4, 0), 2) + (3.0 * (x + 2) ** 2 if x > -2 else 0.0)
+    return 2.0 - 0.05 * min(max(x + 4, 0), 2) + (3.0 * (x + 2) ** 2 if x > -2 else 0.0)
 
 
 def test_noise_in_the_steps_own_loss_does_not_move_the_suggestion():
@@ -120,7 +120,7 @@ def test_noise_in_the_steps_own_loss_does_not_move_the_suggestion():
     assert 5e-4 <= suggestion <= 2e-3  # a decade below the curve's lowest point, 1e-2
     # the steps' own losses scored instead (with the longer EMA they needed): the suggestion
     # wanders with the records, from none at all to three decades below the curve's
-    assert len(by_train_loss) > 2 and suggestion not in by_train_loss
+    assert len(by_train_loss) > 2 and min(x or 1 for x in by_train_loss) < suggestion / 100
 
 
 def test_the_probe_is_val_first_else_the_train_sequences_the_test_reaches_last():
