@@ -54,6 +54,12 @@ DIVERGE_RISE = 0.2
 # ...and that rise is at least this many standard errors of the end's median, so a very noisy
 # run's medians do not read as divergence.
 DIVERGE_SIGMAS = 4.0
+# ...and either the end is that far above the start too, or the loss after the lowest point
+# trends up (a fitted slope at least 3 standard errors above zero). The lowest rolling median of
+# a noisy run is an extreme value (an easy stretch of data), so "end well above the lowest"
+# alone flags runs that only drew easy batches mid-way (seen: six 20-step SmolLM2 runs at lrs
+# 2.3e-5..3e-3 with the same data order, all flagged, ending 8% above their start).
+DIVERGE_T = 3.0
 # A loss spike: one step at least twice the median of the SPIKE_WINDOW steps before it, and at
 # least SPIKE_SIGMAS noise standard deviations above it. Twice the loss is far outside batch to
 # batch variation at any batch size; the sigma bar keeps ordinary scatter of a tiny-batch run
@@ -276,7 +282,9 @@ def diagnose(rows: list[dict], info: dict | None = None, name: str = "run") -> R
         low_at = int(np.argmin(smooth))
         low = float(smooth[low_at])
         need = max(DIVERGE_RISE, DIVERGE_SIGMAS * noise * math.sqrt(math.pi / 2 / edge))
-        if low > 0 and tail > low * (1 + need) and low_at < len(loss_f) - edge:
+        rising = (tail > head * (1 + need)
+                  or _slope_t(steps_f[low_at:], loss_f[low_at:]) >= DIVERGE_T)
+        if low > 0 and tail > low * (1 + need) and low_at < len(loss_f) - edge and rising:
             above = np.nonzero(smooth[low_at:] > low * (1 + need))[0]
             turned = int(steps_f[low_at + int(above[0])]) if len(above) else int(steps_f[-1])
             seen = (f"train loss rose from the start ({low:.4g} at step {int(steps_f[0])})"
@@ -326,7 +334,8 @@ def diagnose(rows: list[dict], info: dict | None = None, name: str = "run") -> R
         drop = (head - tail) / head if head > 0 else 0.0
         val_drop = ((val_f[0][1] - val_f[-1][1]) / val_f[0][1]
                     if len(val_f) >= 2 and val_f[0][1] > 0 else None)
-        if drop < FLAT_DROP and (val_drop is None or val_drop < FLAT_DROP):
+        # flat means neither way: a loss that rose is not "barely moved"
+        if abs(drop) < FLAT_DROP and (val_drop is None or abs(val_drop) < FLAT_DROP):
             seen = f"; validation {val_f[0][1]:.4g} -> {val_f[-1][1]:.4g}" if val_drop is not None else ""
             findings.append(Finding(
                 "lr_too_low", f"loss flat at lr {_num(peak_lr)}",
@@ -459,18 +468,29 @@ def _overfitting(val, steps, loss, edge, val_se, config, findings) -> bool:
     return True
 
 
+def _slope_t(x, y) -> float:
+    """The least-squares slope of y over x in standard errors (+inf for an exact rising line)."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if len(x) < 3 or x[-1] == x[0]:
+        return 0.0
+    slope, intercept = np.polyfit(x, y, 1)
+    residual = y - (slope * x + intercept)
+    se = math.sqrt(float(residual @ residual) / (len(x) - 2) / float(((x - x.mean()) ** 2).sum()))
+    if se == 0:
+        return math.copysign(math.inf, slope) if slope else 0.0
+    return float(slope / se)
+
+
 def _underfitting(steps, loss, val, config, findings) -> None:
     count = max(4, int(math.ceil(len(loss) * UNDERFIT_TAIL)))
     x, y = steps[-count:].astype(float), loss[-count:]
     if x[-1] == x[0]:
         return
-    slope, intercept = np.polyfit(x, y, 1)
-    residual = y - (slope * x + intercept)
-    se = math.sqrt(float(residual @ residual) / max(count - 2, 1) /
-                   float(((x - x.mean()) ** 2).sum()))
+    slope = float(np.polyfit(x, y, 1)[0])
     fell = -slope * (x[-1] - x[0])
     level = float(np.median(y))
-    if level <= 0 or fell / level < UNDERFIT_DROP or (se > 0 and slope / se > -UNDERFIT_T):
+    t = _slope_t(x, y)
+    if level <= 0 or fell / level < UNDERFIT_DROP or t > -UNDERFIT_T:
         return
     if len(val) >= 2 and val[-1][1] > min(v for _, v in val) * (1 + OVERFIT_RISE):
         return  # validation not following: not plain underfitting
@@ -484,12 +504,12 @@ def _underfitting(steps, loss, val, config, findings) -> None:
     findings.append(Finding(
         "underfitting", f"loss still falling {fell / level:.0%} in the last quarter",
         f"train loss was still falling at the end: {fell:.3g} ({fell / level:.0%}) over the "
-        f"last {count} logged steps ({int(x[0])}-{total}), a slope {abs(slope / se) if se else math.inf:.0f} "
+        f"last {count} logged steps ({int(x[0])}-{total}), a slope {abs(t):.0f} "
         f"standard errors below zero{with_val}",
         f"train longer ({longer}); the curve has not flattened, so more steps still pay",
         steps=[int(x[0]), total],
         evidence={"tail_from_step": int(x[0]), "tail_drop": float(fell),
-                  "tail_drop_rel": float(fell / level), "slope_t": float(slope / se) if se else None}))
+                  "tail_drop_rel": float(fell / level), "slope_t": t if math.isfinite(t) else None}))
 
 
 def _healthy(steps, head, tail, val, grad, noise) -> Finding:

@@ -92,6 +92,30 @@ def test_validation_rising_for_fewer_evaluations_is_not_yet_overfitting():
     assert "overfitting" not in kinds(diagnose(rows, info()))
 
 
+# Train losses of a real 20-step SmolLM2 run (micro_batch 2, ~380 supervised tokens a step):
+# steps 7-9 drew easy records at every lr tried, so the lowest rolling median is an extreme.
+SMOLLM2_20_STEPS = [1.97, 2.5, 2.22, 1.58, 1.85, 1.67, 1.41, 1.14, 1.54, 1.58, 2.46, 1.71, 1.89,
+                    2.0, 1.82, 1.59, 2.0, 2.39, 2.64, 1.73]
+
+
+def test_an_easy_stretch_of_data_mid_run_is_not_divergence():
+    """The end is +70% above the lowest rolling median but only 8% above the start, with no
+    upward trend after it: noise, not a too-high lr (six such runs were all flagged before)."""
+    rows = [{"step": i + 1, "loss": v, "lr": 1e-3, "grad_norm": 1.0, "supervised": 380}
+            for i, v in enumerate(SMOLLM2_20_STEPS)]
+    report = diagnose(rows, info(lr=1e-3))
+    assert "lr_too_high" not in kinds(report)
+    assert kinds(report)[0] == "noisy_loss"
+
+
+def test_a_loss_that_rose_is_not_flat():
+    """A run whose loss ended 3x above its start is never 'learning rate too low'."""
+    rows = curve(steps=60, val_every=0)
+    for r in rows:
+        r["loss"] = 3.0 * (1 + 2 * (r["step"] > 5)) * (1 + 0.02 * math.sin(r["step"]))
+    assert "lr_too_low" not in kinds(diagnose(rows, info(lr=1.0)))
+
+
 def test_divergence_is_lr_too_high():
     rows = curve(val_every=0)
     for r in rows:
