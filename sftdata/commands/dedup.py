@@ -49,7 +49,7 @@ NEAR_ONLY = ("threshold", "num_perm", "ngram", "unit", "approx", "verify")
               help="Which record of a cluster stays: the first, the longest, or the highest COLUMN.")
 @file_option("--dupes", help="Write dropped records here with cluster_id, kept_id, similarity and reason.")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
-              help="Processes for MinHash (default: all cores).")
+              help="Threads for the MinHash permutations (default: all cores; Polars uses its own pool).")
 @seed_option
 @engine_options
 @click.pass_context
