@@ -67,10 +67,16 @@ DIVERGE_T = 3.0
 SPIKE_RATIO = 2.0
 SPIKE_SIGMAS = 6.0
 SPIKE_WINDOW = 5
+# ...and the jump is material: at least 10% of the run's starting loss. Near zero loss (a task
+# learned by heart: the demo goes 9.5 -> 0.003) a batch at 0.09 is "30x the steps before" yet
+# 1% of where the run began; relative jumps there say nothing about the lr.
+SPIKE_MIN_SHARE = 0.1
 # A gradient-norm explosion: the (pre-clipping) norm at least 10x the median of the SPIKE_WINDOW
 # steps before it. Norms drift within 2-3x in healthy runs; clipping hides a 10x jump from the
 # weights but not its cause (an lr, or data, the model cannot take).
 GRAD_RATIO = 10.0
+# ...measured against the larger of the steps before and the run's median norm: gradients of a
+# converged run shrink 100x, and a batch back at a tenth of the early norms is not an explosion.
 # Spikes and explosions (on distinct steps) before they are called a pattern: one can be a bad
 # batch; two say the lr is at the edge.
 EVENTS_FOR_VERDICT = 2
@@ -93,6 +99,10 @@ OVERFIT_SIGMAS = 2.0
 # Adam's moment estimates follow the noise. The fix is more supervised tokens per step; to
 # bring the noise to NOISE_REL takes (noise / NOISE_REL)^2 times as many.
 NOISE_REL = 0.10
+# ...unless the scatter is immaterial: below 2% of the starting loss in absolute terms. A run
+# that learned its task by heart (the demo: 9.5 -> 0.003) scatters by 100% of almost nothing
+# (the same gate holds for the eval-set check, whose error is estimated from that scatter).
+NOISE_MIN_SHARE = 0.02
 # Eval set too small: the validation loss's standard error above 2% of its value. Checkpoints a
 # few percent apart are what early stopping and keep_best choose between; a wider error picks
 # among them by chance.
@@ -350,7 +360,8 @@ def diagnose(rows: list[dict], info: dict | None = None, name: str = "run") -> R
 
     # ---- noise: supervised tokens per step, and the eval set
     per_step = stats["supervised_per_step"]
-    if noise > NOISE_REL and not any(f.kind == "lr_too_high" for f in findings):
+    material = noise * tail >= NOISE_MIN_SHARE * head
+    if noise > NOISE_REL and material and not any(f.kind == "lr_too_high" for f in findings):
         factor = math.ceil((noise / NOISE_REL) ** 2)
         tokens = f" with a median of {per_step:,.0f} supervised tokens per step" if per_step else ""
         target = f" so each step holds >= {per_step * factor:,.0f} supervised tokens" if per_step else ""
@@ -365,7 +376,8 @@ def diagnose(rows: list[dict], info: dict | None = None, name: str = "run") -> R
             f"{factor}x the tokens brings it to about {NOISE_REL:.0%}; keep the lr (the loss is "
             f"a token mean, so the step size does not grow with the batch)",
             evidence={"noise_rel": noise, "supervised_per_step": per_step, "factor": factor}))
-    if val_se is not None and val_f and val_se > EVAL_SE_REL and not bad:
+    # the eval set's error is estimated from the same noise: immaterial noise, immaterial error
+    if val_se is not None and val_f and val_se > EVAL_SE_REL and material and not bad:
         tokens = _val_tokens(info)
         factor = math.ceil((val_se / EVAL_SE_REL) ** 2)
         findings.append(Finding(
@@ -410,21 +422,25 @@ def _relative_noise(loss: np.ndarray) -> float:
 
 def _spikes(steps: np.ndarray, loss: np.ndarray, noise: float) -> list[int]:
     found = []
+    start = float(np.median(loss[:EDGE_MIN]))
     for i in range(SPIKE_WINDOW, len(loss)):
         before = float(np.median(loss[i - SPIKE_WINDOW: i]))
         if before > 0 and loss[i] >= before * SPIKE_RATIO and \
-                loss[i] >= before * (1 + SPIKE_SIGMAS * noise):
+                loss[i] >= before * (1 + SPIKE_SIGMAS * noise) and \
+                loss[i] - before >= SPIKE_MIN_SHARE * start:
             found.append(int(steps[i]))
     return found
 
 
 def _explosions(steps: np.ndarray, grad: np.ndarray) -> list[int]:
     found = []
+    finite = grad[np.isfinite(grad)]
+    typical = float(np.median(finite)) if len(finite) else 0.0
     for i in range(SPIKE_WINDOW, len(grad)):
         before = grad[i - SPIKE_WINDOW: i]
         before = before[np.isfinite(before)]
         if len(before) and np.isfinite(grad[i]) and np.median(before) > 0 and \
-                grad[i] >= GRAD_RATIO * float(np.median(before)):
+                grad[i] >= GRAD_RATIO * max(float(np.median(before)), typical):
             found.append(int(steps[i]))
     return found
 
