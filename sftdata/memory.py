@@ -14,19 +14,28 @@ from .errors import UsageProblem
 DEFAULT_SHARE = 0.5  # of the memory available when the command starts: others share the box
 _UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9,
           "gb": 10**9, "t": 10**12, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30,
-          "tib": 2**40}
+          "tib": 2**40, "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
 _SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*$")
+
+
+def size_bytes(text: str) -> int | None:
+    """Bytes in ``text`` (a number with an optional unit: 4GiB, 512MiB, 8G, 80GB), or None
+    when it is not a size. The one size grammar of sftdata and sfttrain (--memory, --gpu-mem,
+    mem_budget=)."""
+    match = _SIZE.match(str(text))
+    unit = match.group(2).lower() if match else ""
+    if not match or unit not in _UNITS:
+        return None
+    return int(float(match.group(1)) * _UNITS[unit])
 
 
 def parse_size(text: str, label: str = "--memory") -> int:
     """Bytes in ``text``: a number with an optional unit (4GiB, 512MiB, 8G, 1.5e9 is not one)."""
-    match = _SIZE.match(str(text))
-    unit = match.group(2).lower() if match else ""
-    if not match or unit not in _UNITS:
+    size = size_bytes(text)
+    if size is None:
         raise UsageProblem(
             f"{label}: {text!r} is not a size; give a number with a unit such as 4GiB, 512MiB or 8GB"
         )
-    size = int(float(match.group(1)) * _UNITS[unit])
     if size < 1 << 20:
         raise UsageProblem(f"{label}: {text!r} is below 1 MiB; no command works in that")
     return size

@@ -21,7 +21,6 @@ The breakdown, in bytes:
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -340,13 +339,13 @@ def advice(config: TrainConfig, longest: int) -> str:
 
 
 def parse_size(text: str) -> float:
-    """'24GiB', '24GB', '80G', '512MiB' -> bytes."""
-    match = re.fullmatch(r"\s*([0-9.]+)\s*([KMGT]?)(i?)B?\s*", text, flags=re.IGNORECASE)
-    if not match:
+    """'24GiB', '24GB', '80G', '512MiB' -> bytes (the size grammar of sftdata.memory)."""
+    from sftdata.memory import size_bytes
+
+    size = size_bytes(text)
+    if size is None:
         raise UsageProblem(f"--gpu-mem {text!r}: write a size such as 24GiB, 80GB or 16G")
-    value, unit, binary = float(match[1]), match[2].upper(), match[3]
-    base = 1024 if binary or not unit else 1000
-    return value * base ** "_KMGT".index(unit or "_")
+    return float(size)
 
 
 def _gib(n: float) -> str:

@@ -36,16 +36,9 @@ def device_memory(device: torch.device) -> float:
     """Bytes a run may use: the GPU's total memory, or the RAM available now on a CPU."""
     if device.type == "cuda":
         return float(torch.cuda.get_device_properties(device).total_memory)
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return float(line.split()[1]) * 1024
-    except OSError:
-        pass
-    import os
+    from sftdata.memory import available
 
-    return float(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    return float(available())
 
 
 def memory_budget(config: TrainConfig, device: torch.device) -> tuple[float, str]:
