@@ -22,18 +22,10 @@ REPLAY=${FORGETTING_REPLAY:-0.3}
 PY="$ROOT/.venv/bin/python"
 MMLU=$REALDATA/benchmarks/mmlu/test
 ALPACA=$REALDATA/datasets/alpaca_format/torchtune_alpaca_tiny.json
-for need in "$MMLU" "$ALPACA"; do
-  [ -e "$need" ] || { echo "forgetting: $need is missing (../shared/realdata)" >&2; exit 1; }
-done
-rm -rf "$OUT"
-mkdir -p "$OUT"
-cd "$OUT"
-START=$(date +%s)
-step() { printf '\n\033[1m== %s\033[0m (%ss)\n' "$*" "$(( $(date +%s) - START ))" >&2; }
-
-step "0. SmolLM2-135M-Instruct (GGUF) and its tokenizer"
-GGUF=$(bash "$ROOT/scripts/fetch_smollm2.sh")
-"$PY" "$ROOT/scripts/gguf_tokenizer.py" "$GGUF" tok
+source "$ROOT/scripts/example_lib.sh"
+require "forgetting" "$MMLU" "$ALPACA"
+start_in "$OUT"
+smollm2
 
 step "1. task data: the demo's label table -> records, dedup, split, a task gold set of $TASK_GOLD"
 sftdata convert "$ROOT/fixtures/demo/items.csv" --from classification \

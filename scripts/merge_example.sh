@@ -19,18 +19,10 @@ PY="$ROOT/.venv/bin/python"
 export PATH="$ROOT/.venv/bin:$PATH"
 AG=$REALDATA/datasets/classification/ag_news_samples.csv
 NER=$REALDATA/datasets/ner/conll2003_test.txt
-for need in "$AG" "$NER"; do
-  [ -e "$need" ] || { echo "merge example: $need is missing (../shared/realdata)" >&2; exit 1; }
-done
-rm -rf "$OUT"
-mkdir -p "$OUT"
-cd "$OUT"
-START=$(date +%s)
-step() { printf '\n\033[1m== %s\033[0m (%ss)\n' "$*" "$(( $(date +%s) - START ))" >&2; }
-
-step "0. SmolLM2-135M-Instruct (GGUF) and its tokenizer"
-GGUF=$(bash "$ROOT/scripts/fetch_smollm2.sh")
-"$PY" "$ROOT/scripts/gguf_tokenizer.py" "$GGUF" tok
+source "$ROOT/scripts/example_lib.sh"
+require "merge example" "$AG" "$NER"
+start_in "$OUT"
+smollm2
 
 step "1. task A: AG News -> records, dedup, split, gold set of $GOLD"
 sftdata convert "$AG" --from classification --source ag \
