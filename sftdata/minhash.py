@@ -557,7 +557,7 @@ def _pairs_within_groups(order: np.ndarray, sorted_keys: np.ndarray) -> tuple[np
     return order[left_pos], order[right_pos]
 
 
-def _unique_pairs(parts: list[tuple[np.ndarray, np.ndarray]], n_right: int) -> np.ndarray:
+def unique_pairs(parts: list[tuple[np.ndarray, np.ndarray]], n_right: int) -> np.ndarray:
     if not parts:
         return np.empty((0, 2), dtype=np.int64)
     left = np.concatenate([p[0] for p in parts]).astype(np.int64)
@@ -572,16 +572,19 @@ def candidate_pairs(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
     A group of m documents with an identical band gives all m*(m-1)/2 pairs.
     """
     _check_banding(sigs, bands, rows)
-    parts = []
-    for band in range(bands):
-        values = np.ascontiguousarray(sigs[:, band * rows : (band + 1) * rows])
-        keys = _band_keys(values)
-        order = np.argsort(keys, kind="stable")
-        left, right = _pairs_within_groups(order, keys[order])
-        same = np.all(values[left] == values[right], axis=1)  # drop 64-bit key collisions
-        lo, hi = np.minimum(left, right)[same], np.maximum(left, right)[same]
-        parts.append((lo, hi))
-    return _unique_pairs(parts, sigs.shape[0])
+    parts = [band_pairs(np.ascontiguousarray(sigs[:, band * rows : (band + 1) * rows]))
+             for band in range(bands)]
+    return unique_pairs(parts, sigs.shape[0])
+
+
+def band_pairs(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(lo, hi) row positions, lo < hi, of the rows whose values in one band (an (n, rows)
+    array) are equal; not yet unique over bands."""
+    keys = _band_keys(values)
+    order = np.argsort(keys, kind="stable")
+    left, right = _pairs_within_groups(order, keys[order])
+    same = np.all(values[left] == values[right], axis=1)  # drop 64-bit key collisions
+    return np.minimum(left, right)[same], np.maximum(left, right)[same]
 
 
 def cross_pairs(sigs_a: np.ndarray, sigs_b: np.ndarray, bands: int, rows: int) -> np.ndarray:
@@ -611,4 +614,4 @@ def cross_pairs(sigs_a: np.ndarray, sigs_b: np.ndarray, bands: int, rows: int) -
         right = order_b[np.repeat(lo, counts) + (np.arange(total) - np.repeat(first_out, counts))]
         same = np.all(va[left] == vb[right], axis=1)
         parts.append((left[same], right[same]))
-    return _unique_pairs(parts, sigs_b.shape[0])
+    return unique_pairs(parts, sigs_b.shape[0])

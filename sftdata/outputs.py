@@ -754,3 +754,16 @@ def _probe(shown: str, folder: Path, make_dir: bool = False) -> str | None:
         return (f"{shown}: cannot write in {folder}/ ({exc.strerror}); "
                 f"{_FIXES.get(exc.errno, 'choose a directory you can write to')}")
     return None
+
+
+@contextlib.contextmanager
+def scratch_dir(tag: str) -> Iterator[Path]:
+    """A private directory for spilled intermediates (``$TMPDIR/sftdata-TAG-*``), removed when
+    the block ends, on an error, on SIGTERM/SIGHUP and at exit: no spill file survives."""
+    path = Path(tempfile.mkdtemp(prefix=f"sftdata-{tag}-"))
+    _register(path, is_dir=True)
+    try:
+        yield path
+    finally:
+        _forget(path)
+        _remove(str(path), True)

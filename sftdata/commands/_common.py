@@ -256,3 +256,22 @@ def write_with_side_output(parts, output: str, to: str | None, side: str | None,
             out.write(main)
             if extra is not None:
                 extra.write(other)
+
+
+def units_within(engine: Any, path: str, memory: str | None, bytes_per_byte: float,
+                 stack: contextlib.ExitStack, command: str) -> Any:
+    """The units a command reads ``path`` in: on the local engine cut to --memory when
+    ``bytes_per_byte`` x the input would not fit (sftdata/engines/bounded.py; its scratch
+    directory lives as long as ``stack``), else the engine's own. Says so when it cuts."""
+    from ..engines.bounded import Within, plan_within
+    from ..memory import budget, format_size
+
+    if engine.name != "local":
+        return Within(engine.plan(path), False, 0, 0)
+    limit = budget(memory)
+    within = plan_within(path, limit, bytes_per_byte, stack.enter_context(outputs.scratch_dir(command)))
+    if within.streamed:
+        need = format_size(within.input_bytes * bytes_per_byte)
+        say(f"{command}: the input would need about {need} at once, over --memory "
+            f"{format_size(limit)}: reading it in {len(within.units)} pieces")
+    return within

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from ..io import STDIO, display_name
+from ..outputs import scratch_dir
 from ..text import VIEWS
 from ._common import (
     check_paths,
@@ -13,9 +14,12 @@ from ._common import (
     file_option,
     handle_errors,
     input_argument,
+    memory_option,
     output_options,
+    progress,
     say,
     seed_option,
+    units_within,
     warn,
     write_with_side_output,
 )
@@ -51,20 +55,22 @@ NEAR_ONLY = ("threshold", "num_perm", "ngram", "unit", "approx", "verify")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Threads for the MinHash permutations (default: all cores; Polars uses its own pool).")
 @seed_option
+@memory_option
 @engine_options
 @click.pass_context
 @handle_errors
 def dedup(
     ctx: click.Context, input_path: str, output: str, to: str | None, mode: str, on: str,
     punctuation: bool, threshold: float, num_perm: int, ngram: int, unit: str, approx: bool,
-    verify: bool, keep: str, dupes: str | None, workers: int | None, seed: int, engine: str,
-    ray_address: str | None,
+    verify: bool, keep: str, dupes: str | None, workers: int | None, seed: int,
+    memory: str | None, engine: str, ray_address: str | None,
 ) -> None:
     """Drop exact and near-duplicate records.
 
     \b
     Example:
       sftdata convert raw.json | sftdata dedup --threshold 0.8 --dupes dupes.jsonl > clean.jsonl
+      sftdata dedup --memory 4GiB big/ -o clean/   # larger than 4 GiB: read in pieces, 3 passes
     """
     _check_flags(ctx, mode, output, dupes, approx, verify)
     outs = [("-o", output), ("--dupes", dupes)]
@@ -72,22 +78,50 @@ def dedup(
     from ..engines import get_engine
 
     eng = get_engine(engine, ray_address)
-    units = eng.plan(input_path)
     options = dict(mode=mode, on=on, threshold=threshold, num_perm=num_perm, ngram=ngram,
                    unit=unit, punctuation=punctuation, approx=approx, keep=keep, seed=seed)
     if eng.name == "ray":  # the global steps as shuffles (sftdata/engines/ray_dedup.py)
         from ..engines.ray_dedup import dedup as ray_dedup
 
-        result = ray_dedup(eng, units, **options)
-        parts = result.parts
+        result = ray_dedup(eng, eng.plan(input_path), **options)
+        write_with_side_output(result.parts, output, to, dupes, "--dupes")
     else:
-        from ..ops.dedup import dedup as run_dedup
-
-        result = run_dedup(eng.read(units), workers=workers, **options)
-        result.kept_rows = result.kept.height
-        parts = iter([(result.kept, result.dupes)])
-    write_with_side_output(parts, output, to, dupes, "--dupes")
+        result = _dedup_locally(input_path, memory, options, workers, output, to, dupes)
     _summarize(result, display_name(input_path), mode, on, threshold, num_perm, approx, dupes)
+
+
+# Peak RSS of the whole-frame dedup per uncompressed input byte (Polars' estimate), measured on
+# 1M ~200-word documents (bench/bench_dedup_scale.py): the frame, the view strings of a chunk,
+# signatures (512 B a row) and the kept shingle hashes (up to 256 MiB).
+WHOLE_BYTES_PER_BYTE = 3.0
+
+
+def _dedup_locally(input_path: str, memory: str | None, options: dict, workers: int | None,
+                   output: str, to: str | None, dupes: str | None):
+    """The whole input as one frame when it fits --memory, else unit by unit in three passes
+    (sftdata/engines/dedup_bounded.py): the same output either way."""
+    import contextlib
+
+    from ..engines import get_engine
+
+    with contextlib.ExitStack() as stack:
+        within = units_within(get_engine("local"), input_path, memory, WHOLE_BYTES_PER_BYTE,
+                              stack, "dedup")
+        if within.streamed:
+            from ..engines.dedup_bounded import dedup as dedup_bounded
+
+            say("dedup: three passes over the pieces, signatures spilled to a scratch directory")
+            spill = stack.enter_context(scratch_dir("dedup"))
+            result = dedup_bounded(within.units, spill, workers=workers, progress=progress,
+                                   **options)
+            parts = result.parts
+        else:
+            from ..ops.dedup import dedup as run_dedup
+
+            result = run_dedup(within.whole(), workers=workers, **options)
+            parts = iter([(result.kept, result.dupes)])
+        write_with_side_output(parts, output, to, dupes, "--dupes")
+    return result
 
 
 def _check_flags(

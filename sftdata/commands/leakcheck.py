@@ -18,13 +18,19 @@ from ._common import (
     check_paths,
     engine_options,
     handle_errors,
+    memory_option,
     output_options,
     rejects_option,
     report_option,
     say,
+    units_within,
     verdict,
     warn,
 )
+
+# Training records checked whole hold their frame, their views and the n-gram hashes of a chunk:
+# about 3 bytes per input byte; an input over budget / 3 is scanned a piece at a time.
+BYTES_PER_INPUT_BYTE = 3.0
 
 SPLIT_REFERENCES = ("val", "test", "gold")
 SPLIT_SUFFIXES = (".parquet", ".arrow", ".jsonl")
@@ -60,13 +66,15 @@ SHOWN = 5  # contaminated records named on stderr; the rest are in --report
               help="Exit 1 when more than N records (or P percent) are contaminated.")
 @output_options
 @rejects_option
+@memory_option
 @engine_options
 @handle_errors
 def leakcheck(
     input_path: str, against: tuple[str, ...], on: str, ngram: int, min_ngram: int,
     frequent_cutoff: int, min_overlap: float, near_threshold: float, num_perm: int,
     no_near: bool, report_path: str | None, drop: bool, strict: bool, fail_on: str | None,
-    output: str, to: str | None, rejects: str | None, engine: str, ray_address: str | None,
+    output: str, to: str | None, rejects: str | None, memory: str | None, engine: str,
+    ray_address: str | None,
 ) -> None:
     """Find training records that contain benchmark, val, test or gold items.
 
@@ -76,6 +84,7 @@ def leakcheck(
     \b
     Example:
       sftdata convert gsm8k_test.jsonl | sftdata leakcheck train.parquet --against - --fail-on 0
+      sftdata leakcheck --memory 4GiB big/ --against test.jsonl --drop -o clean/
     """
     from ..io import STDIO, read_records, write_json, write_table
     from ..ops.leakcheck import check_params, drop_until_clean
@@ -92,74 +101,79 @@ def leakcheck(
     check_paths([("TRAIN", train_path), ("--against", list(sources.values()))],
                 [("-o", output if drop else None), ("--rejects", rejects), ("--report", report_path)])
 
+    import contextlib
+
     from ..engines import get_engine
 
-    eng = get_engine(engine, ray_address)
-    units = eng.plan(train_path)
-    references = {name: read_records(path) for name, path in sources.items()}
-    params = dict(on=on, ngram=ngram, min_ngram=min_ngram, frequent_cutoff=frequent_cutoff,
-                  near_threshold=near_threshold, num_perm=num_perm, min_overlap=min_overlap,
-                  near=not no_near)
-    if eng.name == "ray":  # the references indexed here, the training parts scanned apart
-        from ..engines.leakcheck import leakcheck as leakcheck_units
+    with contextlib.ExitStack() as stack:  # a scratch directory while it runs, if it spills
+        eng = get_engine(engine, ray_address)
+        within = units_within(eng, train_path, memory, BYTES_PER_INPUT_BYTE, stack, "leakcheck")
+        units = within.units
+        by_units = eng.name == "ray" or within.streamed  # scanned unit by unit (engines/leakcheck.py)
+        references = {name: read_records(path) for name, path in sources.items()}
+        params = dict(on=on, ngram=ngram, min_ngram=min_ngram, frequent_cutoff=frequent_cutoff,
+                      near_threshold=near_threshold, num_perm=num_perm, min_overlap=min_overlap,
+                      near=not no_near)
+        if by_units:  # the references indexed once, the training units scanned
+            from ..engines.leakcheck import leakcheck as leakcheck_units
 
-        train = None
-        result = leakcheck_units(eng, units, references, **params)
-    else:
-        train = eng.read(units)
-        result = run_leakcheck(train, references, **params)
-    n_train = result.summary["train_records"]
-    flagged = set(result.contaminated_ids) | (set(result.low_confidence_ids) if strict else set())
-    say_summary(result, strict)
-    failure = None
-    if threshold is not None:
-        limit = threshold[0] if threshold[1] == "count" else threshold[0] / 100 * n_train
-        if len(flagged) > limit:
-            share = len(flagged) / max(n_train, 1)
-            failure = verdict(CheckFailed(
-                f"leakcheck failed: {len(flagged)} contaminated record(s) ({share:.2%}) "
-                f"exceed --fail-on {fail_on}"
-            ))
-    if report_path:
-        write_json(build_report(result, strict), report_path, "--report")
-        say(f"report written to {report_path}")
-
-    if drop:
-        if eng.name == "ray":  # checks over the units; kept records written unit by unit
-            import polars as pl
-
-            rounds, clean, dropped, n_kept = _drop_units(eng, units, references, result, strict,
-                                                         params, output, to)
-            first_dropped = dropped[0].height
-            dropped = pl.concat(dropped, how="vertical_relaxed")
+            train = None
+            result = leakcheck_units(eng, units, references, **params)
         else:
-            outcome = drop_until_clean(
-                train, references, include_low=strict, first=result, on=on, ngram=ngram,
-                min_ngram=min_ngram, frequent_cutoff=frequent_cutoff,
-                near_threshold=near_threshold, num_perm=num_perm, min_overlap=min_overlap,
-                near=not no_near,
-            )
-            rounds, clean, dropped, first_dropped = (outcome.rounds, outcome.clean,
-                                                     outcome.dropped, outcome.first_dropped)
-            write_table(outcome.kept, output, to, "-o")
-            n_kept = outcome.kept.height
-        later = dropped.height - first_dropped
-        if later:
-            say(f"{later} more record(s) contaminated once the first ones were dropped (their "
-                f"shared n-grams were boilerplate only while those counted); dropped too, "
-                f"{len(rounds)} checks in all")
-        if not clean:
-            warn(f"still finding contamination after {len(rounds)} checks; "
-                 "run leakcheck on the output again")
-        say(f"dropped {dropped.height} contaminated record(s) of {n_train}; "
-            f"wrote {n_kept}")
-        if rejects:
-            write_table(dropped, rejects, label="--rejects")
-            say(f"{dropped.height} dropped record(s) written to {rejects} with a reason")
-        elif dropped.height:
-            say("dropped records not written (pass --rejects FILE to keep them)")
-    if failure:
-        raise failure
+            train = eng.read(units)
+            result = run_leakcheck(train, references, **params)
+        n_train = result.summary["train_records"]
+        flagged = set(result.contaminated_ids) | (set(result.low_confidence_ids) if strict else set())
+        say_summary(result, strict)
+        failure = None
+        if threshold is not None:
+            limit = threshold[0] if threshold[1] == "count" else threshold[0] / 100 * n_train
+            if len(flagged) > limit:
+                share = len(flagged) / max(n_train, 1)
+                failure = verdict(CheckFailed(
+                    f"leakcheck failed: {len(flagged)} contaminated record(s) ({share:.2%}) "
+                    f"exceed --fail-on {fail_on}"
+                ))
+        if report_path:
+            write_json(build_report(result, strict), report_path, "--report")
+            say(f"report written to {report_path}")
+
+        if drop:
+            if by_units:  # checks over the units; kept records written unit by unit
+                import polars as pl
+
+                rounds, clean, dropped, n_kept = _drop_units(eng, units, references, result, strict,
+                                                             params, output, to)
+                first_dropped = dropped[0].height
+                dropped = pl.concat(dropped, how="vertical_relaxed")
+            else:
+                outcome = drop_until_clean(
+                    train, references, include_low=strict, first=result, on=on, ngram=ngram,
+                    min_ngram=min_ngram, frequent_cutoff=frequent_cutoff,
+                    near_threshold=near_threshold, num_perm=num_perm, min_overlap=min_overlap,
+                    near=not no_near,
+                )
+                rounds, clean, dropped, first_dropped = (outcome.rounds, outcome.clean,
+                                                         outcome.dropped, outcome.first_dropped)
+                write_table(outcome.kept, output, to, "-o")
+                n_kept = outcome.kept.height
+            later = dropped.height - first_dropped
+            if later:
+                say(f"{later} more record(s) contaminated once the first ones were dropped (their "
+                    f"shared n-grams were boilerplate only while those counted); dropped too, "
+                    f"{len(rounds)} checks in all")
+            if not clean:
+                warn(f"still finding contamination after {len(rounds)} checks; "
+                     "run leakcheck on the output again")
+            say(f"dropped {dropped.height} contaminated record(s) of {n_train}; "
+                f"wrote {n_kept}")
+            if rejects:
+                write_table(dropped, rejects, label="--rejects")
+                say(f"{dropped.height} dropped record(s) written to {rejects} with a reason")
+            elif dropped.height:
+                say("dropped records not written (pass --rejects FILE to keep them)")
+        if failure:
+            raise failure
 
 
 def _drop_units(eng, units, references, first, strict, params, output, to):

@@ -16,12 +16,19 @@ from ._common import (
     file_option,
     handle_errors,
     input_argument,
+    memory_option,
     output_options,
     rejects_option,
     report_option,
     say,
+    units_within,
     warn,
 )
+
+# The local engine reads a whole file as one unit; within --memory that unit's frame plus its
+# token columns and the writer's buffer: about 4 bytes per input byte (measured on 1M records,
+# bench/bench_engines.py), so an input over budget / 4 is read in pieces.
+BYTES_PER_INPUT_BYTE = 4.0
 
 
 @click.command("tokenize")
@@ -65,19 +72,22 @@ from ._common import (
 @file_option("--plot", "plot_path", help="Write a histogram of tokens per record here as PNG.")
 @output_options
 @rejects_option
+@memory_option
 @engine_options
 @handle_errors
 def tokenize(
     input_path: str, tokenizer_spec: str, backend: str, special: str | None, eos: str | None,
     pad: str | None, train_on: str, train_eot: bool, train_prompt: bool, max_len: int | None,
     truncation: str | None, allow_split_tokens: bool, report_path: str | None, plot_path: str | None, output: str,
-    to: str | None, rejects: str | None, engine: str, ray_address: str | None,
+    to: str | None, rejects: str | None, memory: str | None, engine: str,
+    ray_address: str | None,
 ) -> None:
     """Tokenize rendered records into input_ids and labels (-100: not trained).
 
     \b
     Example:
       sftdata render-template -t chatml chats.jsonl | sftdata tokenize -t tok/ --max-len 2048 > tok.jsonl
+      sftdata tokenize -t tok/ --memory 2GiB big.parquet -o tokens/   # read in pieces of 256 MiB
     """
     if truncation is not None and max_len is None:
         raise click.UsageError("--truncation needs --max-len.")
@@ -101,12 +111,13 @@ def tokenize(
     if special and tok.backend == "hf":
         raise click.UsageError("--special applies to tiktoken tokenizers only.")
     eng = get_engine(engine, ray_address)
-    units = eng.plan(input_path)
     options = dict(train_on=train_on, train_eot=train_eot, train_prompt=train_prompt,
                    max_len=max_len, truncation=truncation or "right",
                    allow_split_tokens=allow_split_tokens)
     reports, lengths, n_tokens = [], [], []
     with contextlib.ExitStack() as stack:  # on error every output is discarded, never half-kept
+        units = units_within(eng, input_path, memory, BYTES_PER_INPUT_BYTE, stack,
+                             "tokenize").units
         out = stack.enter_context(open_writer(output, to, "-o"))
         bad = stack.enter_context(open_writer(rejects, None, "--rejects")) if rejects else None
         for name, result in eng.map(units, _tokenize_unit, tok, options):

@@ -59,6 +59,7 @@ class DedupResult:
     rejected_pairs: int = 0  # candidates below the threshold (exact Jaccard; estimated with approx)
     recall_at: float = 0.0  # the Jaccard for which the banding was chosen (recall_bands)
     candidate_probability: float = 0.0  # P(candidate) of a pair at that Jaccard under the banding
+    kept_rows: int = 0
 
     @property
     def dropped(self) -> int:
@@ -233,14 +234,23 @@ def _features(
 
 def _keep_rank(df: pl.DataFrame, lengths: np.ndarray, keep: str) -> np.ndarray:
     """rank[i] < rank[j] when row i is preferred; ties always go to the earlier row."""
-    n = df.height
-    if keep == "first" or n == 0:
-        return np.arange(n)
+    return rank_of(keep_scores(df, lengths, keep), df.height)
+
+
+def keep_scores(df: pl.DataFrame, lengths: np.ndarray, keep: str) -> np.ndarray | None:
+    """The value the keep policy maximizes for each row (None for ``first``)."""
+    if keep == "first":
+        return None
     if keep == "longest":
-        score = lengths.astype(np.float64)
-    else:
-        score = df[keep].cast(pl.Float64).fill_nan(None).fill_null(-np.inf).to_numpy()
-    order = np.lexsort((np.arange(n), -score))  # highest score first, then input order
+        return lengths.astype(np.float64)
+    return df[keep].cast(pl.Float64).fill_nan(None).fill_null(-np.inf).to_numpy()
+
+
+def rank_of(score: np.ndarray | None, n: int) -> np.ndarray:
+    """Ranks from keep scores: highest score first, ties (and ``first``) in input order."""
+    if score is None or n == 0:
+        return np.arange(n)
+    order = np.lexsort((np.arange(n), -score))
     rank = np.empty(n, dtype=np.int64)
     rank[order] = np.arange(n)
     return rank
@@ -318,13 +328,7 @@ def _near_stage(
 ) -> None:
     """Cluster the ``alive`` rows by MinHash LSH; fill near_rep and similarity for them."""
     sigs = f.sigs
-    if approx:
-        bands, rows = minhash.optimal_bands(threshold, sigs.shape[1])
-    else:
-        bands, rows = minhash.recall_bands(threshold, sigs.shape[1])
-    result.bands, result.rows_per_band = bands, rows
-    result.recall_at = round(minhash.recall_target(threshold), 6)
-    result.candidate_probability = minhash.candidate_probability(result.recall_at, bands, rows)
+    bands, rows = banding(result, threshold, sigs.shape[1], approx)
     if alive.size < 2:
         return
     pairs = alive[minhash.candidate_pairs(sigs[alive], bands, rows)]  # global row indices
@@ -336,35 +340,76 @@ def _near_stage(
             sets = {r: np.unique(f.hashes[f.offsets[r] : f.offsets[r + 1]]) for r in rows.tolist()}
         else:
             sets = _shingle_sets(df, on, rows, ngram, unit, punctuation)
-        exact = np.array([minhash.hashed_jaccard(sets[i], sets[j]) for i, j in pairs.tolist()])
-        result.rejected_pairs = int((exact < threshold).sum())
-        pairs = pairs[exact >= threshold]
+        pairs = verified_pairs(pairs, sets, threshold, result)
     elif len(pairs):
-        # sharing a band only makes a pair a candidate (M13): its Jaccard estimated from the
-        # whole signatures must reach the threshold too, as datasketch and text-dedup check
-        estimate = estimated_jaccard(sigs, pairs)
-        result.rejected_pairs = int((estimate < threshold).sum())
-        pairs = pairs[estimate >= threshold]
+        pairs = estimated_pairs(pairs, lambda r: sigs[r], threshold, result)
+    moved = cluster_pairs(pairs, rank, near_rep)
+    if not approx:
+        similarity[moved] = exact_similarity(moved, near_rep, sets)
+    else:
+        similarity[moved] = (sigs[moved] == sigs[near_rep[moved]]).mean(axis=1)
+
+
+def banding(result: DedupResult, threshold: float, num_perm: int, approx: bool) -> tuple[int, int]:
+    """(bands, rows) of the LSH, recorded with the recall they give in ``result``."""
+    if approx:
+        bands, rows = minhash.optimal_bands(threshold, num_perm)
+    else:
+        bands, rows = minhash.recall_bands(threshold, num_perm)
+    result.bands, result.rows_per_band = bands, rows
+    result.recall_at = round(minhash.recall_target(threshold), 6)
+    result.candidate_probability = minhash.candidate_probability(result.recall_at, bands, rows)
+    return bands, rows
+
+
+def verified_pairs(pairs: np.ndarray, sets, threshold: float, result: DedupResult) -> np.ndarray:
+    """The candidate pairs whose exact Jaccard (``sets[row]``: sorted distinct shingle hashes)
+    reaches the threshold; the others are counted in ``result.rejected_pairs``."""
+    exact = np.array([minhash.hashed_jaccard(sets[i], sets[j]) for i, j in pairs.tolist()])
+    result.rejected_pairs = int((exact < threshold).sum())
+    return pairs[exact >= threshold]
+
+
+def estimated_pairs(pairs: np.ndarray, sigs_of, threshold: float, result: DedupResult) -> np.ndarray:
+    """The candidate pairs whose MinHash-estimated Jaccard reaches the threshold.
+
+    Sharing a band only makes a pair a candidate (M13): its Jaccard estimated from the whole
+    signatures (``sigs_of(rows)``) must reach the threshold too, as datasketch and text-dedup
+    check.
+    """
+    estimate = estimated_jaccard_of(sigs_of, pairs)
+    result.rejected_pairs = int((estimate < threshold).sum())
+    return pairs[estimate >= threshold]
+
+
+def cluster_pairs(pairs: np.ndarray, rank: np.ndarray, near_rep: np.ndarray) -> np.ndarray:
+    """Union-find over the verified pairs; each member's near_rep becomes its cluster's best row.
+    Returns the rows that moved (their near_rep is another row)."""
     if len(pairs) == 0:
-        return
+        return np.empty(0, dtype=np.int64)
     members = np.unique(pairs)
     position = np.searchsorted(members, pairs)  # union-find over the rows that have a pair
     labels = clusters_from_pairs(members.size, position)
     best = _best_of_groups(labels, members, rank)
     near_rep[members] = best
-    moved = members[best != members]
-    if not approx:
-        similarity[moved] = [minhash.hashed_jaccard(sets[i], sets[near_rep[i]]) for i in moved.tolist()]
-    else:
-        similarity[moved] = (sigs[moved] == sigs[near_rep[moved]]).mean(axis=1)
+    return members[best != members]
+
+
+def exact_similarity(moved: np.ndarray, near_rep: np.ndarray, sets) -> list[float]:
+    return [minhash.hashed_jaccard(sets[i], sets[near_rep[i]]) for i in moved.tolist()]
 
 
 def estimated_jaccard(sigs: np.ndarray, pairs: np.ndarray, chunk: int = 65536) -> np.ndarray:
     """The MinHash estimate of each pair's Jaccard: the share of equal signature values."""
+    return estimated_jaccard_of(lambda rows: sigs[rows], pairs, chunk)
+
+
+def estimated_jaccard_of(sigs_of, pairs: np.ndarray, chunk: int = 65536) -> np.ndarray:
+    """:func:`estimated_jaccard` with the signatures of given rows from ``sigs_of(rows)``."""
     out = np.empty(len(pairs), dtype=np.float64)
     for start in range(0, len(pairs), chunk):
         a, b = pairs[start : start + chunk, 0], pairs[start : start + chunk, 1]
-        out[start : start + chunk] = (sigs[a] == sigs[b]).mean(axis=1)
+        out[start : start + chunk] = (sigs_of(a) == sigs_of(b)).mean(axis=1)
     return out
 
 
@@ -388,25 +433,47 @@ def _assemble(
     df: pl.DataFrame, exact_rep: np.ndarray, near_rep: np.ndarray, similarity: np.ndarray,
     result: DedupResult,
 ) -> DedupResult:
-    n = df.height
-    rows = np.arange(n)
-    kept_row = near_rep[exact_rep]  # the row that stays in the output for each row
-    is_exact = exact_rep != rows
-    is_near = ~is_exact & (near_rep != rows)
-    dropped = np.flatnonzero(is_exact | is_near)
-    # exact copies share their representative's shingle set, hence its similarity to the kept row
-    sim = similarity[exact_rep]
-    # clusters are numbered by their kept row's position, so the numbering is input-ordered
-    cluster_rows = np.unique(kept_row[dropped])
-    ids = df["id"]
-    result.kept = df.filter(pl.Series(kept_row == rows))
-    result.dupes = df[dropped].with_columns(
-        pl.Series("cluster_id", np.searchsorted(cluster_rows, kept_row[dropped]), dtype=pl.Int64),
-        pl.Series("kept_id", ids.gather(kept_row[dropped]), dtype=pl.String),
-        pl.Series("similarity", sim[dropped], dtype=pl.Float64),
-        pl.Series("reason", np.where(is_exact[dropped], "exact", "near"), dtype=pl.String),
-    )
-    result.dropped_exact = int(is_exact.sum())
-    result.dropped_near = int(is_near.sum())
-    result.clusters = len(cluster_rows)
+    out = Outcome(exact_rep, near_rep, similarity)
+    result.kept, result.dupes = out.part(df, 0, lambda rows: df["id"].gather(rows))
+    out.count(result)
     return result
+
+
+class Outcome:
+    """Which row each row leaves for: the kept rows and dupes of any run of rows, so a whole
+    frame and a frame read a unit at a time (engines/dedup_bounded.py) give the same output."""
+
+    def __init__(self, exact_rep: np.ndarray, near_rep: np.ndarray, similarity: np.ndarray) -> None:
+        rows = np.arange(exact_rep.shape[0])
+        self.kept_row = near_rep[exact_rep]  # the row that stays in the output for each row
+        self.is_exact = exact_rep != rows
+        self.is_near = ~self.is_exact & (near_rep != rows)
+        # exact copies share their representative's shingle set, hence its similarity
+        self.similarity = similarity[exact_rep]
+        self.dropped = np.flatnonzero(self.is_exact | self.is_near)
+        # clusters are numbered by their kept row's position, so the numbering is input-ordered
+        self.cluster_rows = np.unique(self.kept_row[self.dropped])
+
+    def count(self, result) -> None:
+        result.dropped_exact = int(self.is_exact.sum())
+        result.dropped_near = int(self.is_near.sum())
+        result.clusters = len(self.cluster_rows)
+        result.kept_rows = int(self.kept_row.shape[0] - self.dropped.shape[0])
+
+    def part(self, frame: pl.DataFrame, start: int, ids_of) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """(kept rows, dupes) of ``frame``, the rows start.. of the input; ``ids_of(rows)``
+        gives the ids of kept rows anywhere in the input."""
+        stop = start + frame.height
+        kept_row = self.kept_row[start:stop]
+        here = np.arange(start, stop)
+        dropped = np.flatnonzero(kept_row != here)
+        keeper = kept_row[dropped]
+        kept = frame.filter(pl.Series(kept_row == here))
+        dupes = frame[dropped].with_columns(
+            pl.Series("cluster_id", np.searchsorted(self.cluster_rows, keeper), dtype=pl.Int64),
+            pl.Series("kept_id", ids_of(keeper), dtype=pl.String),
+            pl.Series("similarity", self.similarity[start:stop][dropped], dtype=pl.Float64),
+            pl.Series("reason", np.where(self.is_exact[start:stop][dropped], "exact", "near"),
+                      dtype=pl.String),
+        )
+        return kept, dupes
