@@ -14,7 +14,7 @@ from test_engines import corpus
 
 from sftdata import datasets
 from sftdata.cli import cli
-from sftdata.engines.bounded import plan_within
+from sftdata.engines.bounded import Cost, plan_within
 from sftdata.engines.dedup_bounded import dedup as dedup_bounded
 from sftdata.io import write_table
 from sftdata.ops.dedup import dedup as dedup_whole
@@ -34,10 +34,10 @@ def records(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def big(tmp_path_factory):
-    """2,500 records (about 3 MiB in memory with dedup's overhead) in 250-row groups: over the
-    smallest budget, 1 MiB."""
+    """8,000 records (2.6 MiB uncompressed) in 250-row groups: 3 pieces of the smallest size
+    (1 MiB) under the smallest budget."""
     path = tmp_path_factory.mktemp("bounded") / "big.parquet"
-    corpus(2500, seed=12).write_parquet(path, row_group_size=250)
+    corpus(8000, seed=12).write_parquet(path, row_group_size=250)
     return path
 
 
@@ -90,7 +90,8 @@ def test_cli_memory_budget_gives_the_same_bytes_and_leaves_no_scratch(big, tmp_p
     b = run(str(path), "-o", str(tmp_path / "b.parquet"), "--dupes", str(tmp_path / "db.parquet"),
             "--memory", "1MiB")
     assert a.exit_code == 0 and b.exit_code == 0, a.output + b.output
-    assert "over --memory 1.0 MiB: reading it in" in b.output and "over --memory" not in a.output
+    assert "over --memory 1.0 MiB: reading it in 3 pieces" in b.output
+    assert "over --memory" not in a.output
     assert (tmp_path / "a.parquet").read_bytes() == (tmp_path / "b.parquet").read_bytes()
     assert (tmp_path / "da.parquet").read_bytes() == (tmp_path / "db.parquet").read_bytes()
     assert list(scratch.iterdir()) == []
@@ -115,8 +116,8 @@ def test_jsonl_over_the_budget_spills_into_units_that_keep_file_and_row(big, tmp
     write_table(df, data)
     spill = tmp_path / "spill"
     spill.mkdir()
-    within = plan_within(str(data), 1 << 20, 3.0, spill)
-    assert within.streamed and within.rows == df.height and len(within.units) > 2
+    within = plan_within(str(data), 1 << 20, Cost(3.0, min_unit=1), spill)  # 128 KiB pieces
+    assert within.streamed and within.rows == df.height and len(within.units) > 4
     assert all(u.name == str(data) for u in within.units)
     starts = [u.first_row for u in within.units]
     assert starts[0] == 0 and starts == sorted(starts)
@@ -141,8 +142,8 @@ def test_dataset_parts_with_different_columns_align_like_the_whole_read(big, tmp
     df = pl.read_parquet(big)
     folder = tmp_path / "parts"
     folder.mkdir()
-    df.slice(0, 1000).drop("score").write_parquet(folder / "a.parquet")
-    df.slice(1000).write_parquet(folder / "b.parquet")
+    df.slice(0, 3000).drop("score").write_parquet(folder / "a.parquet")
+    df.slice(3000).write_parquet(folder / "b.parquet")
     a = run(str(folder), "-o", str(tmp_path / "a.parquet"))
     b = run(str(folder), "-o", str(tmp_path / "b.parquet"), "--memory", "1MiB")
     assert a.exit_code == 0 and b.exit_code == 0, a.output + b.output
@@ -157,8 +158,8 @@ def test_keep_column_missing_from_some_parts_is_null_there_as_in_the_whole_read(
     df = pl.read_parquet(big)
     folder = tmp_path / "parts"
     folder.mkdir()
-    df.slice(0, 1500).write_parquet(folder / "a.parquet")
-    df.slice(1500).drop("score").write_parquet(folder / "b.parquet")
+    df.slice(0, 5000).write_parquet(folder / "a.parquet")
+    df.slice(5000).drop("score").write_parquet(folder / "b.parquet")
     args = [str(folder), "--keep", keep, "--dupes"]
     a = run(*args, str(tmp_path / "da.parquet"), "-o", str(tmp_path / "a.parquet"))
     b = run(*args, str(tmp_path / "db.parquet"), "-o", str(tmp_path / "b.parquet"),

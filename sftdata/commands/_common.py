@@ -258,20 +258,25 @@ def write_with_side_output(parts, output: str, to: str | None, side: str | None,
                 extra.write(other)
 
 
-def units_within(engine: Any, path: str, memory: str | None, bytes_per_byte: float,
+def units_within(engine: Any, path: str, memory: str | None, cost: Any,
                  stack: contextlib.ExitStack, command: str) -> Any:
-    """The units a command reads ``path`` in: on the local engine cut to --memory when
-    ``bytes_per_byte`` x the input would not fit (sftdata/engines/bounded.py; its scratch
-    directory lives as long as ``stack``), else the engine's own. Says so when it cuts."""
-    from ..engines.bounded import Within, plan_within
+    """The units a command reads ``path`` in: on the local engine cut to --memory when the
+    input read whole would not fit (``cost``: sftdata/engines/bounded.py; its scratch directory
+    lives as long as ``stack``), else the engine's own. Says so when it cuts."""
+    from ..engines.bounded import Cost, Within, plan_within
     from ..memory import budget, format_size
 
     if engine.name != "local":
         return Within(engine.plan(path), False, 0, 0)
+    cost = cost if isinstance(cost, Cost) else Cost(cost)
     limit = budget(memory)
-    within = plan_within(path, limit, bytes_per_byte, stack.enter_context(outputs.scratch_dir(command)))
+    within = plan_within(path, limit, cost, stack.enter_context(outputs.scratch_dir(command)))
     if within.streamed:
-        need = format_size(within.input_bytes * bytes_per_byte)
+        need = format_size(within.input_bytes * cost.whole_per_byte)
         say(f"{command}: the input would need about {need} at once, over --memory "
             f"{format_size(limit)}: reading it in {len(within.units)} pieces")
+        if limit < cost.minimum(within.rows):
+            warn(f"--memory {format_size(limit)} is below what {command} needs for "
+                 f"{within.rows:,} rows in the smallest pieces (about "
+                 f"{format_size(cost.minimum(within.rows))}); going on, it will use more")
     return within

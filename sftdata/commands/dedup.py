@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from ..engines.bounded import Cost
 from ..io import STDIO, display_name
 from ..outputs import scratch_dir
 from ..text import VIEWS
@@ -90,10 +91,13 @@ def dedup(
     _summarize(result, display_name(input_path), mode, on, threshold, num_perm, approx, dupes)
 
 
-# Peak RSS of the whole-frame dedup per uncompressed input byte (Polars' estimate), measured on
-# 1M ~200-word documents (bench/bench_dedup_scale.py): the frame, the view strings of a chunk,
-# signatures (512 B a row) and the kept shingle hashes (up to 256 MiB).
-WHOLE_BYTES_PER_BYTE = 3.0
+# dedup's memory (bench/bench_dedup_scale.py, 1M ~200-word documents). Whole: the frame, a
+# chunk's views, signatures (512 B a row) and the kept shingle hashes peaked at 3.05 GiB for
+# 1.2 GiB of uncompressed input. In pieces: ~0.6 GiB of interpreter, libraries and writer
+# buffers, ~90 bytes a row of arrays over the whole input (keys, flags, representatives,
+# similarities) plus ~70 bytes a row while one band is bucketed, and ~3x a piece while it is
+# read, hashed and written (measured: --memory 2GiB peaked at 1.81 GiB, 512MiB at 1.27 GiB).
+COST = Cost(whole_per_byte=2.6, floor=600 << 20, per_row=160)
 
 
 def _dedup_locally(input_path: str, memory: str | None, options: dict, workers: int | None,
@@ -105,7 +109,7 @@ def _dedup_locally(input_path: str, memory: str | None, options: dict, workers: 
     from ..engines import get_engine
 
     with contextlib.ExitStack() as stack:
-        within = units_within(get_engine("local"), input_path, memory, WHOLE_BYTES_PER_BYTE,
+        within = units_within(get_engine("local"), input_path, memory, COST,
                               stack, "dedup")
         if within.streamed:
             from ..engines.dedup_bounded import dedup as dedup_bounded

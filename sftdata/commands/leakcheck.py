@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from ..engines.bounded import Cost
 from ..errors import CheckFailed, UsageProblem
 from ._common import (
     check_paths,
@@ -28,9 +29,11 @@ from ._common import (
     warn,
 )
 
-# Training records checked whole hold their frame, their views and the n-gram hashes of a chunk:
-# about 3 bytes per input byte; an input over budget / 3 is scanned a piece at a time.
-BYTES_PER_INPUT_BYTE = 3.0
+# Training records checked whole hold their frame, their views and a chunk's n-gram hashes:
+# about 3 bytes per uncompressed input byte. In pieces: the interpreter and the reference index
+# (~0.5 GiB), 24 bytes a training row (text hash and length for the frequency rules) and ~3x a
+# piece.
+COST = Cost(whole_per_byte=3.0, floor=512 << 20, per_row=24)
 
 SPLIT_REFERENCES = ("val", "test", "gold")
 SPLIT_SUFFIXES = (".parquet", ".arrow", ".jsonl")
@@ -107,7 +110,7 @@ def leakcheck(
 
     with contextlib.ExitStack() as stack:  # a scratch directory while it runs, if it spills
         eng = get_engine(engine, ray_address)
-        within = units_within(eng, train_path, memory, BYTES_PER_INPUT_BYTE, stack, "leakcheck")
+        within = units_within(eng, train_path, memory, COST, stack, "leakcheck")
         units = within.units
         by_units = eng.name == "ray" or within.streamed  # scanned unit by unit (engines/leakcheck.py)
         references = {name: read_records(path) for name, path in sources.items()}

@@ -8,6 +8,7 @@ import os
 import click
 
 from ..datasets import open_writer
+from ..engines.bounded import Cost
 from ..io import atomic_path, write_json
 from ._common import (
     check_paths,
@@ -25,10 +26,11 @@ from ._common import (
     warn,
 )
 
-# The local engine reads a whole file as one unit; within --memory that unit's frame plus its
-# token columns and the writer's buffer: about 4 bytes per input byte (measured on 1M records,
-# bench/bench_engines.py), so an input over budget / 4 is read in pieces.
-BYTES_PER_INPUT_BYTE = 4.0
+# The local engine reads a plain file as one unit: its frame, its token columns and the
+# writer's buffer, about 4 bytes per uncompressed input byte. In pieces: the interpreter,
+# tokenizer and writer (~0.5 GiB) and the report's arrays over every row (lengths, n_tokens:
+# 16 bytes a row) besides ~3x a piece.
+COST = Cost(whole_per_byte=4.0, floor=512 << 20, per_row=16)
 
 
 @click.command("tokenize")
@@ -116,7 +118,7 @@ def tokenize(
                    allow_split_tokens=allow_split_tokens)
     reports, lengths, n_tokens = [], [], []
     with contextlib.ExitStack() as stack:  # on error every output is discarded, never half-kept
-        units = units_within(eng, input_path, memory, BYTES_PER_INPUT_BYTE, stack,
+        units = units_within(eng, input_path, memory, COST, stack,
                              "tokenize").units
         out = stack.enter_context(open_writer(output, to, "-o"))
         bad = stack.enter_context(open_writer(rejects, None, "--rejects")) if rejects else None

@@ -22,7 +22,27 @@ import polars as pl
 from .. import datasets
 from ..datasets import Part, Unit
 
-UNIT_SHARE = 8  # one unit's uncompressed bytes: at most this fraction of the budget
+UNIT_SHARE = 8  # one unit's uncompressed bytes: at most this fraction of what is left for units
+MIN_UNIT_BYTES = 1 << 20  # the smallest piece (under a budget below the floor)
+
+
+@dataclass
+class Cost:
+    """What a command holds besides its units: a fixed floor (interpreter, libraries, writer
+    buffers) and bytes per input row (arrays over the whole input); and, read whole, its peak
+    per uncompressed input byte."""
+
+    whole_per_byte: float
+    floor: int = 0
+    per_row: int = 0
+    min_unit: int = MIN_UNIT_BYTES
+
+    def unit_bytes(self, budget: int, rows: int) -> int:
+        return max(self.min_unit, (budget - self.floor - rows * self.per_row) // UNIT_SHARE)
+
+    def minimum(self, rows: int) -> int:
+        """The smallest budget the pieces fit in."""
+        return self.floor + rows * self.per_row + UNIT_SHARE * self.min_unit
 
 
 @dataclass
@@ -60,19 +80,23 @@ def parquet_size(path: str) -> tuple[int, int, int] | None:
     return size, rows, largest
 
 
-def plan_within(path: str, budget: int, bytes_per_byte: float, spill: Path) -> Within:
-    """The local engine's units of ``path`` when ``bytes_per_byte`` x its size fits ``budget``;
-    otherwise units of at most budget / UNIT_SHARE bytes each (Parquet row groups, or JSONL
-    spilled to Parquet in ``spill``). Other formats are read as usual whatever their size."""
+def plan_within(path: str, budget: int, cost: Cost | float, spill: Path) -> Within:
+    """The local engine's units of ``path`` when it fits ``budget`` read whole (``cost``);
+    otherwise units of :meth:`Cost.unit_bytes` each (Parquet row groups, or JSONL spilled to
+    Parquet in ``spill``). Other formats are read as usual whatever their size."""
     from ..io import open_source
 
-    unit_bytes = max(1, budget // UNIT_SHARE)
+    if not isinstance(cost, Cost):
+        cost = Cost(cost)
+    bytes_per_byte = cost.whole_per_byte
+    unit_bytes = cost.unit_bytes(budget, 0)
     usual = lambda: datasets.plan(path, "local")  # noqa: E731
     sized = parquet_size(path)
     if sized is not None:
         size, rows, largest = sized
         if size * bytes_per_byte <= budget or rows == 0:
             return Within(usual(), False, size, rows)
+        unit_bytes = cost.unit_bytes(budget, rows)
         unit_rows = max(1, int(rows * unit_bytes / size) - largest + 1)
         return Within(datasets.units(path, unit_rows), True, size, rows)
     if path == "-":

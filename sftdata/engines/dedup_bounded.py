@@ -232,7 +232,7 @@ def _second_pass(
             frame = _read(u, read)
             stop = start + frame.height
             here = needed[(needed >= start) & (needed < stop)] - start
-            ids.append(frame["id"].cast(pl.String).gather(here))
+            ids.append(compact(frame["id"].cast(pl.String).gather(here)))
             if not want_sets:
                 continue
             lo, hi = np.searchsorted(candidates, [start, stop])
@@ -256,4 +256,13 @@ def _output(units: list[Unit], f: _Features, outcome: op.Outcome, needed: np.nda
 
     for u, start in progress(list(zip(units, f.starts, strict=True)), desc="dedup: write"):
         frame = aligned(_read(u, read), f.columns)
-        yield outcome.part(frame, start, ids_of)
+        kept, dupes = outcome.part(frame, start, ids_of)
+        del frame
+        yield kept, compact(dupes)
+
+
+def compact(data):
+    """A copy of a few rows that no longer holds the buffers of the frame they were taken from
+    (a Polars gather shares its source's string buffers: the dupes of every unit, waiting in the
+    writer for a part to fill, would otherwise keep every unit's frame alive)."""
+    return pl.from_arrow(data.to_arrow())
