@@ -8,8 +8,8 @@ bulk a part at a time so 10M documents (13 GB of text) never sit in memory: a co
 an earlier document of its part or, for 30% of copies, one of a reservoir of earlier parts'
 documents. Parts are Parquet files of 250,000 rows (50,000-row groups) in one directory.
 
-    .venv/bin/python bench/bench_dedup_scale.py --docs 1000000,4000000,10000000 --memory 6GiB
-    .venv/bin/python bench/bench_dedup_scale.py --docs 1000000 --whole   # also the one-frame path
+    .venv/bin/python bench/bench_dedup_scale.py --docs 1000000,4000000,10000000 --memory 3GiB \
+        --whole-max 4000000    # and the one-frame path up to 4M
 
 Each run is `sftdata dedup DIR/ -o kept/ --dupes dupes/ [--memory M]` as a subprocess; the
 dropped ids are checked against the planted copies (a dropped original is a false positive).
@@ -135,7 +135,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--docs", default="1000000", help="comma-separated document counts")
     parser.add_argument("--memory", default=None, help="--memory for the budget path")
-    parser.add_argument("--whole", action="store_true", help="also run the one-frame path")
+    parser.add_argument("--whole-max", type=int, default=0,
+                        help="also run the one-frame path (--memory 1TiB) up to this many documents")
     parser.add_argument("--work", default=os.environ.get("BENCH_TMP", "/tmp"),
                         help="directory for the corpus and outputs")
     args = parser.parse_args()
@@ -149,7 +150,7 @@ def main() -> None:
             kinds = write_corpus(n, work / "docs")
             gen = time.perf_counter() - t0
             size = sum(p.stat().st_size for p in (work / "docs").iterdir())
-            modes = ([("whole", "1TiB")] if args.whole else []) + [("budget", args.memory)]
+            modes = ([("whole", "1TiB")] if n <= args.whole_max else []) + [("budget", args.memory)]
             for label, memory in modes:
                 r = run(work / "docs", work, memory)
                 ids = r["dropped"]["id"].str.slice(3).cast(pl.Int64).to_numpy()

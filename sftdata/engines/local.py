@@ -1,7 +1,9 @@
 """The local engine: every unit read and mapped in this process, one after another.
 
 Row-local commands keep one unit in memory at a time, so a directory input larger than RAM
-streams through. Global ops (dedup, ...) read the whole input into one frame, as before.
+streams through. Under --memory (engines/bounded.py) a single big Parquet or JSONL file is cut
+into units too, and dedup, which needs every row, runs in passes over them
+(engines/dedup_bounded.py); pack has its own pieces (pack_pieces below).
 """
 
 from __future__ import annotations
