@@ -103,3 +103,22 @@ def test_leakcheck_fail_on_in_pieces_exits_1_like_whole(leak_files):
                  "--fail-on", "0",
                  *extra).exit_code for extra in ([], ["--memory", "1MiB"])]
     assert codes == [1, 1]
+
+
+def test_tokenize_stdin_and_a_jsonl_dataset_in_pieces(rendered, tmp_path):
+    _, path = rendered
+    frame = pl.read_parquet(path)
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    frame.slice(0, 1200).write_ndjson(folder / "a.jsonl")
+    frame.slice(1200).write_ndjson(folder / "b.jsonl")
+    raw = (folder / "a.jsonl").read_bytes() + (folder / "b.jsonl").read_bytes()
+    base = ["tokenize", "-t", TINY_HF, "--max-len", "64", "--to", "jsonl"]
+    outs = []
+    for source, stdin in (("-", raw), (str(folder), None)):
+        for extra in ([], ["--memory", "1MiB"]):
+            got = run(*base, source, *extra, input=stdin)
+            assert got.exit_code == 0, got.output
+            assert ("reading it in" in got.stderr) == bool(extra)
+            outs.append(got.stdout_bytes)
+    assert len(set(outs)) == 1 and outs[0]

@@ -60,6 +60,7 @@ class DedupResult:
     recall_at: float = 0.0  # the Jaccard for which the banding was chosen (recall_bands)
     candidate_probability: float = 0.0  # P(candidate) of a pair at that Jaccard under the banding
     kept_rows: int = 0
+    parts: object = None  # (kept, dupes) frames per piece, from engines that read in pieces
 
     @property
     def dropped(self) -> int:
