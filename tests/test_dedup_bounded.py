@@ -185,3 +185,14 @@ def test_budget_that_fits_reads_whole(records, tmp_path):
     within = plan_within(str(path), 1 << 34, 3.0, tmp_path)
     assert not within.streamed and within.whole().height == 400
     assert os.listdir(tmp_path) == []
+
+
+def test_a_log_gets_progress_lines_for_each_pass(big, tmp_path, monkeypatch):
+    import sftdata.commands._common as common
+
+    monkeypatch.setattr(common, "LOG_EVERY_S", 0.0)  # every piece, instead of every 30 s
+    got = run(str(big), "-o", str(tmp_path / "out.parquet"), "--memory", "1MiB")
+    assert got.exit_code == 0, got.output
+    for step in ("signatures", "bands", "verify", "write"):
+        assert f"dedup: {step}: 1/" in got.stderr
+    assert "dedup: signatures: 3/3" in got.stderr

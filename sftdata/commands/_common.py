@@ -15,7 +15,7 @@ import contextlib
 import functools
 import os
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import click
@@ -208,15 +208,35 @@ def handle_errors(f: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+LOG_EVERY_S = 30.0  # progress lines in a log (stderr not a terminal): at most one this often
+
+
 def progress(iterable: Iterable[Any], total: int | None = None, desc: str = "") -> Iterable[Any]:
-    """A progress bar on stderr, only when stderr is a terminal."""
-    if sys.stderr is None or not sys.stderr.isatty():
+    """A progress bar on stderr when it is a terminal; otherwise, for a log, a line
+    ``desc: i/total`` at most every LOG_EVERY_S seconds (none for work shorter than that)."""
+    if sys.stderr is None:
         return iterable
+    if not sys.stderr.isatty():
+        return _log_lines(iterable, total, desc) if desc else iterable
     try:
         from tqdm import tqdm
     except ImportError:
         return iterable
     return tqdm(iterable, total=total, desc=desc, file=sys.stderr, leave=False)
+
+
+def _log_lines(iterable: Iterable[Any], total: int | None, desc: str) -> Iterator[Any]:
+    import time
+
+    if total is None and hasattr(iterable, "__len__"):
+        total = len(iterable)  # type: ignore[arg-type]
+    last = time.monotonic()
+    for done, item in enumerate(iterable, 1):
+        yield item
+        now = time.monotonic()
+        if now - last >= LOG_EVERY_S:
+            say(f"{desc}: {done}/{total}" if total else f"{desc}: {done}")
+            last = now
 
 
 def parse_key_values(text: str | None, option: str, cast: Callable[[str], Any] = float) -> dict[str, Any]:

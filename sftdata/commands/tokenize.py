@@ -19,6 +19,7 @@ from ._common import (
     input_argument,
     memory_option,
     output_options,
+    progress,
     rejects_option,
     report_option,
     say,
@@ -122,7 +123,8 @@ def tokenize(
                              "tokenize").units
         out = stack.enter_context(open_writer(output, to, "-o"))
         bad = stack.enter_context(open_writer(rejects, None, "--rejects")) if rejects else None
-        for name, result in eng.map(units, _tokenize_unit, tok, options):
+        for name, result in progress(eng.map(units, _tokenize_unit, tok, options),
+                                     total=len(units), desc="tokenize"):
             unsupervised = result.report["rows_no_supervised"]
             if unsupervised and rejects is None:
                 raise _no_supervised_error(unsupervised, result.rejects, result.reject_rows, name)
