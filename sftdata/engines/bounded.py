@@ -36,13 +36,14 @@ class Cost:
     floor: int = 0
     per_row: int = 0
     min_unit: int = MIN_UNIT_BYTES
+    share: int = UNIT_SHARE  # a piece's input bytes: this fraction of what the floor leaves
 
     def unit_bytes(self, budget: int, rows: int) -> int:
-        return max(self.min_unit, (budget - self.floor - rows * self.per_row) // UNIT_SHARE)
+        return max(self.min_unit, (budget - self.floor - rows * self.per_row) // self.share)
 
     def minimum(self, rows: int) -> int:
         """The smallest budget the pieces fit in."""
-        return self.floor + rows * self.per_row + UNIT_SHARE * self.min_unit
+        return self.floor + rows * self.per_row + self.share * self.min_unit
 
 
 @dataclass
