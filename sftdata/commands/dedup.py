@@ -91,13 +91,14 @@ def dedup(
     _summarize(result, display_name(input_path), mode, on, threshold, num_perm, approx, dupes)
 
 
-# dedup's memory (bench/bench_dedup_scale.py, 1M ~200-word documents). Whole: the frame, a
-# chunk's views, signatures (512 B a row) and the kept shingle hashes peaked at 3.05 GiB for
-# 1.2 GiB of uncompressed input. In pieces: ~0.6 GiB of interpreter, libraries and writer
-# buffers, ~90 bytes a row of arrays over the whole input (keys, flags, representatives,
-# similarities) plus ~70 bytes a row while one band is bucketed, and ~3x a piece while it is
-# read, hashed and written (measured: --memory 2GiB peaked at 1.81 GiB, 512MiB at 1.27 GiB).
-COST = Cost(whole_per_byte=2.6, floor=600 << 20, per_row=160)
+# dedup's memory (bench/bench_dedup_scale.py, ~200-word documents). Whole: the frame, a chunk's
+# views, signatures (512 B a row) and the kept shingle hashes peaked at 3.02 GiB for 1M
+# documents (1.2 GiB uncompressed). In pieces: ~0.6 GiB of interpreter, libraries and writer
+# buffers, ~90 bytes a row of arrays kept over the whole input and, at the peaks (sorting the
+# exact keys, bucketing a band), ~300 bytes a row in all, plus ~3x a piece while it is read,
+# hashed and written. Measured under --memory 3GiB: 2.09 GiB at 1M, 2.38 GiB at 4M and 4.19 GiB
+# at 10M documents (the per-row part: 10M rows need a budget of ~4 GiB).
+COST = Cost(whole_per_byte=2.6, floor=600 << 20, per_row=320)
 
 
 def _dedup_locally(input_path: str, memory: str | None, options: dict, workers: int | None,
