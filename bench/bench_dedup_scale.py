@@ -84,10 +84,11 @@ def write_corpus(n: int, folder: Path, seed: int = 0) -> np.ndarray:
                 doc[rng.integers(0, doc.size, k)] = np.searchsorted(cdf, rng.random(k), side="right")
             docs[i] = doc
         for i in rng.integers(0, m, min(m, RESERVOIR // 4)).tolist():
+            doc = docs[i].copy()  # a view would keep this part's whole word array alive
             if len(reservoir) < RESERVOIR:
-                reservoir.append(docs[i])
+                reservoir.append(doc)
             else:
-                reservoir[int(rng.integers(RESERVOIR))] = docs[i]
+                reservoir[int(rng.integers(RESERVOIR))] = doc
         offsets = np.concatenate([[0], np.cumsum([d.size for d in docs])]).astype(np.int64)
         values = words.gather(np.concatenate(docs)).to_arrow()
         lists = pl.from_arrow(pa.LargeListArray.from_arrays(pa.array(offsets), values))
@@ -114,6 +115,7 @@ def write_corpus(n: int, folder: Path, seed: int = 0) -> np.ndarray:
 def run(folder: Path, out: Path, memory: str | None) -> dict:
     import polars as pl
 
+    out.mkdir(parents=True, exist_ok=True)
     sftdata = str(Path(sys.executable).parent / "sftdata")
     kept, dupes = out / "kept", out / "dupes"
     cmd = [sftdata, "dedup", f"{folder}/", "-o", f"{kept}/", "--dupes", f"{dupes}/"]
@@ -139,20 +141,27 @@ def main() -> None:
                         help="also run the one-frame path (--memory 1TiB) up to this many documents")
     parser.add_argument("--work", default=os.environ.get("BENCH_TMP", "/tmp"),
                         help="directory for the corpus and outputs")
+    parser.add_argument("--keep-corpus", default=None, metavar="DIR",
+                        help="keep each corpus in DIR/N (and reuse it when it is there)")
     args = parser.parse_args()
     import polars as pl
 
     rows = []
     for n in [int(x) for x in args.docs.split(",")]:
         work = Path(args.work) / f"dedup-scale-{n}-{os.getpid()}"
+        docs = Path(args.keep_corpus) / str(n) if args.keep_corpus else work / "docs"
         try:
             t0 = time.perf_counter()
-            kinds = write_corpus(n, work / "docs")
+            if (docs / "kinds.npy").exists():
+                kinds = np.load(docs / "kinds.npy")
+            else:
+                kinds = write_corpus(n, docs / "parts")
+                np.save(docs / "kinds.npy", kinds)
             gen = time.perf_counter() - t0
-            size = sum(p.stat().st_size for p in (work / "docs").iterdir())
+            size = sum(p.stat().st_size for p in (docs / "parts").iterdir())
             modes = ([("whole", "1TiB")] if n <= args.whole_max else []) + [("budget", args.memory)]
             for label, memory in modes:
-                r = run(work / "docs", work, memory)
+                r = run(docs / "parts", work, memory)
                 ids = r["dropped"]["id"].str.slice(3).cast(pl.Int64).to_numpy()
                 false = int((kinds[ids] == 0).sum())
                 planted = int((kinds != 0).sum())

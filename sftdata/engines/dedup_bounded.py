@@ -79,9 +79,10 @@ def dedup(
                 est = op.estimated_jaccard_of(sigs_of, np.stack([moved, near_rep[moved]], axis=1))
                 similarity[moved] = est
         else:
-            pairs = op.verified_pairs(pairs, sets, threshold, result)
-            moved = op.cluster_pairs(pairs, rank, near_rep)
-            similarity[moved] = op.exact_similarity(moved, near_rep, sets)
+            with sets:
+                pairs = op.verified_pairs(pairs, sets, threshold, result)
+                moved = op.cluster_pairs(pairs, rank, near_rep)
+                similarity[moved] = op.exact_similarity(moved, near_rep, sets)
     outcome = op.Outcome(exact_rep, near_rep, similarity)
     outcome.count(result)
     result.parts = _output(units, f, outcome, needed, ids, read, progress)
@@ -195,25 +196,52 @@ def _candidates(spill: Path, bands: list[tuple[int, int]], alive: np.ndarray, n:
 
 
 def _signature_reader(spill: Path, groups: list[tuple[int, int]], n: int) -> Callable:
-    maps = [_band(spill, g, n) for g in groups]
-    return lambda rows: np.concatenate([m[rows] for m in maps], axis=1)
+    """The signatures of given rows, one band file mapped at a time: a gather of scattered rows
+    touches most pages of a file, and pages of a live mapping count as the process's memory."""
+
+    def sigs_of(rows: np.ndarray) -> np.ndarray:
+        parts = []
+        for group in groups:
+            band = _band(spill, group, n)
+            parts.append(band[rows])
+            del band
+        return np.concatenate(parts, axis=1)
+
+    return sigs_of
 
 
 # --------------------------------------------------------------------------- 3 verify
 
 
 class _Sets:
-    """Sorted distinct shingle hashes of the candidate rows, memory-mapped from the scratch file."""
+    """Sorted distinct shingle hashes of the candidate rows, read from the scratch file when
+    asked for (positioned reads, not a mapping: the page cache holds the file, the process
+    only the sets in use)."""
 
     def __init__(self, rows: np.ndarray, offsets: np.ndarray, path: Path) -> None:
-        self.rows, self.offsets = rows, offsets
-        total = int(offsets[-1]) if offsets.size else 0
-        self.data = (np.memmap(path, dtype=np.uint64, mode="r", shape=(total,)) if total
-                     else np.zeros(0, dtype=np.uint64))
+        self.rows, self.offsets, self.path = rows, offsets, path
+        self.fd: int | None = None
+
+    def __enter__(self) -> _Sets:
+        import os
+
+        self.fd = os.open(self.path, os.O_RDONLY)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        import os
+
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
     def __getitem__(self, row: int) -> np.ndarray:
+        import os
+
         k = int(np.searchsorted(self.rows, row))
-        return np.asarray(self.data[self.offsets[k] : self.offsets[k + 1]])
+        start, stop = int(self.offsets[k]), int(self.offsets[k + 1])
+        data = os.pread(self.fd, (stop - start) * 8, start * 8)
+        return np.frombuffer(data, dtype=np.uint64)
 
 
 def _second_pass(
