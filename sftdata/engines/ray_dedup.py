@@ -395,13 +395,7 @@ def _near(feats: Any, exact_dropped: np.ndarray, result: RayDedupResult,
     from .ray_engine import shuffle
 
     threshold, approx, num_perm = opts["threshold"], opts["approx"], opts["num_perm"]
-    if approx:
-        bands, rows = minhash.optimal_bands(threshold, num_perm)
-    else:
-        bands, rows = minhash.recall_bands(threshold, num_perm)
-    result.bands, result.rows_per_band = bands, rows
-    result.recall_at = round(minhash.recall_target(threshold), 6)
-    result.candidate_probability = minhash.candidate_probability(result.recall_at, bands, rows)
+    bands, rows = local.banding(result, threshold, num_perm, approx)
     empty = (np.zeros(0, np.int64), np.zeros(0, np.int64)), np.zeros(0)
     gone = ray.put(exact_dropped)
     banded = feats.select_columns(["uid", "empty", "score", "sig"]).map_batches(
