@@ -96,8 +96,8 @@ def dedup(
 # documents (1.2 GiB uncompressed). In pieces: ~0.6 GiB of interpreter, libraries and writer
 # buffers, ~90 bytes a row of arrays kept over the whole input and, at the peaks (sorting the
 # exact keys, bucketing a band), ~300 bytes a row in all, plus ~3x a piece while it is read,
-# hashed and written. Measured under --memory 3GiB: 2.09 GiB at 1M, 2.38 GiB at 4M and 4.19 GiB
-# at 10M documents (the per-row part: 10M rows need a budget of ~4 GiB).
+# hashed and written. Measured with this cost model: 1.81 GiB at 4M under --memory 3GiB, 2.04
+# GiB at 10M under --memory 4GiB (10M rows need a budget of ~4 GiB: below it, a warning).
 COST = Cost(whole_per_byte=2.6, floor=600 << 20, per_row=320)
 
 
