@@ -290,7 +290,9 @@ def units_within(engine: Any, path: str, memory: str | None, cost: Any,
         return Within(engine.plan(path), False, 0, 0)
     cost = cost if isinstance(cost, Cost) else Cost(cost)
     limit = budget(memory)
-    within = plan_within(path, limit, cost, stack.enter_context(outputs.scratch_dir(command)))
+    spill = stack.enter_context(outputs.scratch_dir(command))
+    within = plan_within(path, limit, cost, spill)
+    within.spill = spill
     if within.streamed:
         need = format_size(within.input_bytes * cost.whole_per_byte)
         say(f"{command}: the input would need about {need} at once, over --memory "

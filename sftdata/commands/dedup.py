@@ -6,7 +6,6 @@ import click
 
 from ..engines.bounded import Cost
 from ..io import STDIO, display_name
-from ..outputs import scratch_dir
 from ..text import VIEWS
 from ._common import (
     check_paths,
@@ -116,8 +115,7 @@ def _dedup_locally(input_path: str, memory: str | None, options: dict, workers: 
             from ..engines.dedup_bounded import dedup as dedup_bounded
 
             say("dedup: three passes over the pieces, signatures spilled to a scratch directory")
-            spill = stack.enter_context(scratch_dir("dedup"))
-            result = dedup_bounded(within.units, spill, workers=workers, progress=progress,
+            result = dedup_bounded(within.units, within.spill, workers=workers, progress=progress,
                                    **options)
             parts = result.parts
         else:

@@ -54,6 +54,7 @@ class Within:
     streamed: bool  # cut to the budget (or spilled); False: the engine's usual units
     input_bytes: int  # uncompressed bytes (Parquet metadata, file sizes, or JSONL read)
     rows: int  # known for Parquet and for anything read here; 0 when not yet read
+    spill: Path | None = None  # the scratch directory the command may spill into too
 
     def whole(self) -> pl.DataFrame:
         """Every unit as one frame (for an input that fits)."""
