@@ -759,11 +759,29 @@ def _probe(shown: str, folder: Path, make_dir: bool = False) -> str | None:
 @contextlib.contextmanager
 def scratch_dir(tag: str) -> Iterator[Path]:
     """A private directory for spilled intermediates (``$TMPDIR/sftdata-TAG-*``), removed when
-    the block ends, on an error, on SIGTERM/SIGHUP and at exit: no spill file survives."""
-    path = Path(tempfile.mkdtemp(prefix=f"sftdata-{tag}-"))
+    the block ends, on an error, on SIGTERM/SIGHUP and at exit: no spill file survives. An I/O
+    error making it, or on a file inside it (a full disk), is an OutputError naming it."""
+    try:
+        path = Path(tempfile.mkdtemp(prefix=f"sftdata-{tag}-"))
+    except OSError as exc:
+        raise _scratch_failure(exc, tempfile.gettempdir()) from None
     _register(path, is_dir=True)
     try:
         yield path
+    except OSError as exc:
+        named = getattr(exc, "filename", None)
+        ours = (_inside(os.fspath(named), str(path)) if named is not None
+                else exc.errno in (errno.ENOSPC, errno.EDQUOT))  # a full disk names no file
+        if not ours:
+            raise  # another file's, or a closed pipe: their own handlers say so
+        raise _scratch_failure(exc, path) from None
     finally:
         _forget(path)
         _remove(str(path), True)
+
+
+def _scratch_failure(exc: OSError, where: Any) -> BaseException:
+    error = failure(exc, "scratch space", where)
+    if isinstance(error, OutputError):
+        error.fix = "set TMPDIR to a directory with room (the spill needs about the input's size)"
+    return error

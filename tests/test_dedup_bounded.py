@@ -196,3 +196,19 @@ def test_a_log_gets_progress_lines_for_each_pass(big, tmp_path, monkeypatch):
     for step in ("signatures", "bands", "verify", "write"):
         assert f"dedup: {step}: 1/" in got.stderr
     assert "dedup: signatures: 3/3" in got.stderr
+
+
+def test_a_spill_write_that_fails_is_an_error_naming_the_scratch_space(tmp_path):
+    import errno
+
+    import pytest as _pytest
+
+    from sftdata.errors import OutputError
+    from sftdata.outputs import scratch_dir
+
+    with _pytest.raises(OutputError) as caught, scratch_dir("t") as spill:
+        raise OSError(errno.ENOSPC, "No space left on device")
+    message = str(caught.value)
+    assert message.startswith("scratch space ") and "No space left on device" in message
+    assert "Fix: set TMPDIR to a directory with room" in message
+    assert not spill.exists()
